@@ -1,0 +1,5 @@
+import sys
+
+from sprintiface.cli import main
+
+sys.exit(main())

@@ -1,0 +1,266 @@
+"""The pymod-config string RASR hands over, an optional TOML config file, and
+the table of every key sprintiface reads.
+
+RASR passes ``pymod-config`` verbatim: comma-separated ``key:value`` items,
+each split at its first ``:`` (values may contain ``:``), empty items ignored::
+
+    onnx:am.onnx,prior_file:prior.txt,prior_scale:0.7
+
+``configfile:<path>`` names a TOML file with the same keys at top level; a key
+given in the string wins over the file. Every key is declared once, in
+``OPTIONS``, with its default, its type and what it means; the docs' key table
+is checked against it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from sprintiface.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11 only
+    import tomli as tomllib
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"expected a string, got {type(value).__name__}")
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    return int(str(value).strip(), 10)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError("expected a finite number")
+    return number
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected one of true/false/1/0/yes/no")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One config key: how its value is parsed and what it means."""
+
+    name: str
+    default: Any
+    convert: Callable[[Any], Any]
+    help: str
+    choices: Optional[Tuple[str, ...]] = None
+    minimum: Optional[float] = None
+    is_path: bool = False
+
+    def parse(self, value: Any, origin: str) -> Any:
+        """Convert ``value`` (a string from pymod-config or a TOML value)."""
+        if self.choices is not None:
+            text = str(value).strip()
+            if text not in self.choices:
+                raise ConfigError(
+                    f"config key {self.name!r} ({origin}): expected one of {', '.join(self.choices)}; "
+                    f"got {value!r}")
+            return text
+        try:
+            result = self.convert(value)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(
+                f"config key {self.name!r} ({origin}): {error}; got {value!r}") from None
+        if self.minimum is not None and result < self.minimum:
+            raise ConfigError(
+                f"config key {self.name!r} ({origin}): expected a value >= {self.minimum:g}; got {value!r}")
+        return result
+
+
+def _options(*options: Option) -> Dict[str, Option]:
+    return {option.name: option for option in options}
+
+
+#: Every key sprintiface reads, in the order the docs list them.
+OPTIONS: Dict[str, Option] = _options(
+    # -- what to do
+    Option("action", None, _to_str, "What RASR runs: forward (scoring, forwarding), train, or nop "
+           "(accept every call, do nothing). Absent means forward for the feature scorer; the trainer "
+           "requires it, as RETURNN does.", choices=("forward", "train", "nop")),
+    Option("configfile", None, _to_str, "TOML file with more of these keys; keys in pymod-config win.",
+           is_path=True),
+    Option("log_level", "info", _to_str, "Level of the 'sprintiface' logger: one line per segment "
+           "at info, only problems at warning.", choices=("debug", "info", "warning", "error")),
+    # -- the model
+    Option("onnx", None, _to_str, "Path of the ONNX acoustic model.", is_path=True),
+    Option("model", None, _to_str, "RETURNN-style model prefix: with epoch N the model is "
+           "<model>.<N:03d>.onnx (e.g. net-model/network.080.onnx). Use this or onnx."),
+    Option("epoch", None, _to_int, "Epoch of the model (with model), and the epoch the trainer "
+           "starts from or reports.", minimum=1),
+    Option("input_name", None, _to_str, "Name of the feature input ([B, T, F] or [T, F]); "
+           "detected when the model has one float input."),
+    Option("length_name", None, _to_str, "Name of the sequence-length input ([B], int32/int64), "
+           "fed with T; detected when the model has one integer input (RETURNN: data:size1, "
+           "RASR: features-size)."),
+    Option("output_name", None, _to_str, "Name of the output ([B, T, C] or [T, C]); detected "
+           "when the model has one float output of rank 2 or 3."),
+    Option("output_kind", "auto", _to_str, "What the output holds: probs (softmax posteriors), "
+           "log_probs, logits (log-softmax is applied) or scores (-log space, used as is). auto reads "
+           "it from the node that makes the output (Softmax, LogSoftmax) and asks otherwise.",
+           choices=("auto", "probs", "log_probs", "logits", "scores")),
+    Option("intra_op_threads", 1, _to_int, "ONNX Runtime threads inside one operator; 0 means "
+           "ONNX Runtime's default (all cores). Keep 1 when one RASR process runs per core.", minimum=0),
+    Option("inter_op_threads", 1, _to_int, "ONNX Runtime threads across operators; 0 means "
+           "ONNX Runtime's default.", minimum=0),
+    Option("buffer_size", -1, _to_int, "Frames RASR buffers before it asks for scores: -1 is a "
+           "whole segment; N > 0 is chunked (low-latency) mode, chunks of at most N frames.",
+           minimum=-1),
+    # -- priors
+    Option("prior_file", None, _to_str, "Prior p(s), one value per class: RETURNN text vector, "
+           "RASR XML <vector-f32> or .npy.", is_path=True),
+    Option("prior_scale", 1.0, _to_float, "Scale of the prior: score = -log p(s|x) + "
+           "prior_scale * log p(s). 0 switches the prior off."),
+    Option("prior_space", "log", _to_str, "Space of the values in prior_file: log (+log p(s), "
+           "RETURNN's and RASR's convention) or prob (p(s)).", choices=("log", "prob")),
+)
+
+
+def split_config_string(text: Optional[str]) -> Dict[str, str]:
+    """``"a:1,b:x:y,,c:"`` -> ``{"a": "1", "b": "x:y", "c": ""}``.
+
+    Items are split at their first ``:``; empty items are ignored. An item
+    without ``:`` or a key given twice is a ConfigError.
+    """
+    items: Dict[str, str] = {}
+    if not text:
+        return items
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        if ":" not in item:
+            raise ConfigError(f"pymod-config item {item!r} in {text!r}: expected key:value")
+        key, value = item.split(":", 1)
+        key = key.strip()
+        if key in items:
+            raise ConfigError(f"pymod-config key {key!r} is given twice in {text!r}")
+        items[key] = value.strip()
+    return items
+
+
+def read_config_file(path: str) -> Dict[str, Any]:
+    """Top-level keys of the TOML file at ``path``."""
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"config key 'configfile': no such file {path!r}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config key 'configfile': {path!r} is not valid TOML: {error}") from None
+
+
+class Config(Mapping):
+    """Parsed, typed options with defaults filled in; read as ``config.key`` or ``config["key"]``.
+
+    ``given`` holds the keys that were set explicitly (in pymod-config or the
+    TOML file), ``raw`` the pymod-config items as strings (RETURNN's
+    ``sprint_opts``).
+    """
+
+    def __init__(self, values: Dict[str, Any], given: frozenset, raw: Dict[str, str]):
+        self._values = values
+        self.given = given
+        self.raw = raw
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.__dict__["_values"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{key}={self._values[key]!r}" for key in sorted(self.given))
+        return f"Config({shown})"
+
+
+def load_config(text: Optional[str], **overrides: Any) -> Config:
+    """Parse a pymod-config string (and its ``configfile``) into a :class:`Config`.
+
+    ``overrides`` (typed values, e.g. from the command line) win over both.
+    Unknown keys and bad values raise ConfigError naming the key, the value and
+    what is allowed.
+    """
+    raw = split_config_string(text)
+    given: Dict[str, Tuple[Any, str]] = {}
+    configfile = overrides.get("configfile") or raw.get("configfile")
+    if configfile:
+        for key, value in read_config_file(configfile).items():
+            given[key] = (value, f"in {configfile}")
+    for key, value in raw.items():
+        given[key] = (value, "in pymod-config")
+    for key, value in overrides.items():
+        if value is not None:
+            given[key] = (value, "given directly")
+    unknown = sorted(key for key in given if key not in OPTIONS)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(map(repr, unknown))} ({given[unknown[0]][1]}); "
+            f"known keys: {', '.join(OPTIONS)}")
+    values = {name: option.default for name, option in OPTIONS.items()}
+    for key, (value, origin) in given.items():
+        values[key] = OPTIONS[key].parse(value, origin) if value is not None else None
+    return Config(values, frozenset(given), raw)
+
+
+def require_file(config: Config, key: str) -> str:
+    """The path under ``key``, which must name an existing file."""
+    path = config[key]
+    if not path:
+        raise ConfigError(f"config key {key!r} is required here")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config key {key!r}: no such file {path!r} (working directory {os.getcwd()!r})")
+    return path
+
+
+def resolve_model_path(config: Config) -> str:
+    """The ONNX file the config names: ``onnx:<path>``, or ``model:<prefix>`` with ``epoch:<n>``."""
+    if config.onnx and config.model:
+        raise ConfigError(
+            f"config keys 'onnx' ({config.onnx!r}) and 'model' ({config.model!r}) both name a model; give one")
+    if config.onnx:
+        return require_file(config, "onnx")
+    if config.model:
+        if config.epoch is None:
+            raise ConfigError(
+                f"config key 'model' ({config.model!r}) needs 'epoch' to resolve "
+                f"<model>.<epoch:03d>.onnx; or give onnx:<path>")
+        path = f"{config.model}.{config.epoch:03d}.onnx"
+        if not os.path.isfile(path):
+            raise ConfigError(
+                f"config keys 'model' and 'epoch' resolve to {path!r}, which does not exist "
+                f"(working directory {os.getcwd()!r})")
+        return path
+    raise ConfigError("no model: give onnx:<path>, or model:<prefix> with epoch:<n>")
