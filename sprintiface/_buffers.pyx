@@ -20,7 +20,8 @@ Storage lives in numpy arrays (allocated at growth only, never per frame): a
 view handed out earlier keeps its array alive, so growth cannot leave a view
 dangling.
 """
-from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_ND, PyBuffer_Release, PyObject_CheckBuffer,
+                             PyObject_GetBuffer)
 from cpython.sequence cimport PySequence_GetItem
 from libc.stdint cimport int64_t
 
@@ -123,7 +124,11 @@ cdef class FrameBuffer:
         # Not an exact ndarray (a memoryview, an array subclass): go through the
         # buffer protocol, or convert what is not a buffer at all.
         cdef Py_buffer buf
-        if PyObject_GetBuffer(frame, &buf, PyBUF_ND | PyBUF_FORMAT) != 0:
+        if not PyObject_CheckBuffer(frame):
+            return self._push_converted(frame)
+        try:
+            PyObject_GetBuffer(frame, &buf, PyBUF_ND | PyBUF_FORMAT)
+        except BufferError:  # a strided buffer
             return self._push_converted(frame)
         try:
             if buf.ndim != 1 or buf.shape[0] != self.dim:

@@ -1,0 +1,71 @@
+"""Shared fixtures: real ONNX models written to real files, and RASR-like calls."""
+import numpy
+import onnxruntime
+import pytest
+
+import sprintiface
+from sprintiface.models import build_blstm, build_mlp, save_model
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    """Write an ONNX model to a file in tmp_path; returns its path."""
+    counter = iter(range(1000))
+
+    def write(model, name=None):
+        path = tmp_path / (name or f"model{next(counter)}.onnx")
+        save_model(model, str(path))
+        return str(path)
+
+    return write
+
+
+@pytest.fixture
+def mlp_path(model_file):
+    return model_file(build_mlp(12, 30, (16,), seed=1), "mlp.onnx")
+
+
+@pytest.fixture
+def blstm_path(model_file):
+    return model_file(build_blstm(12, 30, hidden=8, seed=2), "blstm.onnx")
+
+
+def rasr_scorer(config, input_dim, output_dim):
+    """Module init + init exactly as RASR calls them (keyword arguments only)."""
+    scorer = sprintiface.init(name="Sprint.PythonControl", sprint_unit="PythonFeatureScorer",
+                              reference=object(), callback=lambda *args: None, version_number=5,
+                              config=config)
+    assert scorer is not None
+    scorer.init(input_dim=input_dim, output_dim=output_dim)
+    return scorer
+
+
+def score_segment(scorer, features):
+    """add_feature per frame (fresh arrays), compute, copy every row, reset; returns (T, C)."""
+    num_frames = features.shape[0]
+    for t in range(num_frames):
+        scorer.add_feature(feature=numpy.array(features[t], dtype=numpy.float32), time=t)
+    scorer.compute(num_frames=num_frames)
+    rows = numpy.stack([numpy.array(scorer.get_scores(time=t)) for t in range(num_frames)])
+    scorer.reset(num_frames=num_frames)
+    return rows
+
+
+def bare_run(path, features, **extra_feeds):
+    """The model's output on (T, F) features through a bare InferenceSession.run: (T, C)."""
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    inputs = session.get_inputs()
+    feeds = {}
+    for info in inputs:
+        if info.type == "tensor(float)":
+            feeds[info.name] = features[None] if len(info.shape) == 3 else features
+        else:
+            dtype = numpy.int64 if info.type == "tensor(int64)" else numpy.int32
+            feeds[info.name] = numpy.array([features.shape[0]], dtype=dtype)
+    feeds.update(extra_feeds)
+    output = session.run([session.get_outputs()[0].name], feeds)[0]
+    return output[0] if output.ndim == 3 else output
+
+
+def features(num_frames, dim, seed=0):
+    return numpy.random.default_rng(seed).standard_normal((num_frames, dim)).astype(numpy.float32)

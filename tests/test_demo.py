@@ -1,0 +1,29 @@
+"""The demo and the model shipped in the package."""
+import io
+import subprocess
+import sys
+
+from sprintiface.demo import run_scorer_demo
+from sprintiface.models import DEMO_MODEL, build_demo
+
+
+def test_shipped_demo_model_is_what_the_script_makes():
+    with open(DEMO_MODEL, "rb") as file:
+        assert file.read() == build_demo().SerializeToString()
+
+
+def test_demo_replays_the_protocol_and_reports_rtf():
+    out = io.StringIO()
+    summary = run_scorer_demo(num_segments=2, num_frames=120, out=out)
+    assert summary["frames"] == 240
+    assert summary["real_time_factor"] > 0
+    text = out.getvalue()
+    assert "segment 1: 120 frames" in text and "real-time factor" in text
+    assert "sum p per frame 1.0000..1.0000" in text
+
+
+def test_python_m_sprintiface_demo():
+    result = subprocess.run([sys.executable, "-m", "sprintiface", "demo", "--segments", "1", "--frames", "50"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "real-time factor" in result.stdout

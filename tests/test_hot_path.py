@@ -1,0 +1,58 @@
+"""Properties of the per-frame hot path: no Python-level allocation, geometric growth."""
+import tracemalloc
+
+import numpy
+from conftest import features, rasr_scorer, score_segment
+
+from sprintiface._buffers import FrameBuffer
+
+
+def test_add_feature_allocates_nothing_per_frame(mlp_path):
+    scorer = rasr_scorer(f"onnx:{mlp_path},log_level:warning", 12, 30)
+    num_frames = 5000
+    x = features(num_frames, 12)
+    score_segment(scorer, x)  # first segment grows the buffers to fit
+    frames = [numpy.array(row) for row in x]  # RASR's fresh arrays, made before tracing
+    times = list(range(num_frames))  # ints above 256 are objects too: make them first
+    add_feature = scorer.add_feature
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        for t, frame in zip(times, frames):
+            add_feature(feature=frame, time=t)
+        after, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before == 0
+    # A per-frame allocation of even 16 bytes would show as 80 kB here.
+    assert peak - before < 1024
+    scorer.compute(num_frames=num_frames)
+    scorer.reset(num_frames=num_frames)
+
+
+def test_frame_buffer_grows_geometrically_and_keeps_views_valid():
+    buffer = FrameBuffer(3)
+    capacities = {buffer.capacity}
+    window = None
+    for t in range(20000):
+        buffer.append(numpy.full(3, t, dtype=numpy.float32))
+        capacities.add(buffer.capacity)
+        if t == 10:
+            window = buffer.window()
+    assert len(capacities) < 15  # a handful of reallocations for 20000 frames
+    numpy.testing.assert_array_equal(window[:, 0], numpy.arange(11, dtype=numpy.float32))
+    full = buffer.window()
+    assert full.shape == (20000, 3) and full.flags.c_contiguous
+    numpy.testing.assert_array_equal(full[:, 2], numpy.arange(20000, dtype=numpy.float32))
+    buffer.clear()
+    assert len(buffer) == 0 and buffer.window().shape == (0, 3)
+
+
+def test_finite_buffer_is_allocated_once():
+    buffer = FrameBuffer(4, max_frames=8)
+    assert buffer.capacity == 8
+    address = buffer.address
+    for t in range(8):
+        buffer.append(numpy.zeros(4, numpy.float32))
+    assert buffer.address == address
