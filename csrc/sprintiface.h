@@ -50,6 +50,14 @@ int64_t sf_grow_capacity(int64_t current, int64_t needed);
 int64_t sf_finish_scores(float *scores, int64_t frames, int64_t classes,
                          sf_output_kind kind, const float *prior_term);
 
+/* The instruction set the score loop runs with: "avx512", "avx2" or
+ * "baseline" (chosen at first use: the widest the CPU has). */
+const char *sf_score_kernel(void);
+
+/* Run the score loop with the kernel `name` from now on (for tests and
+ * benchmarks). Returns 0, or -1 when this build or CPU does not have it. */
+int sf_use_score_kernel(const char *name);
+
 #ifdef __cplusplus
 }
 #endif

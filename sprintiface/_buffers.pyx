@@ -28,7 +28,8 @@ from libc.stdint cimport int64_t
 cimport numpy as cnp
 
 from sprintiface._core cimport (sf_copy_frame_f32, sf_copy_frame_f64, sf_finish_scores,
-                                sf_grow_capacity, sf_output_kind)
+                                sf_grow_capacity, sf_output_kind, sf_score_kernel,
+                                sf_use_score_kernel)
 
 import numpy
 
@@ -37,6 +38,29 @@ from sprintiface.errors import FeatureError, ProtocolError, ScoreError
 cnp.import_array()
 
 OUTPUT_KINDS = {"logits": 0, "probs": 1, "log_probs": 2, "scores": 3}
+
+
+SCORE_KERNELS = ("avx512", "avx2", "baseline")
+
+
+def score_kernel():
+    """The instruction set the score loop runs with: avx512, avx2 or baseline."""
+    return sf_score_kernel().decode("ascii")
+
+
+def use_score_kernel(name):
+    """Run the score loop with kernel ``name`` from now on (tests, benchmarks)."""
+    if name not in SCORE_KERNELS or sf_use_score_kernel(name.encode("ascii")) != 0:
+        raise ValueError(f"score kernel {name!r} is not available here; this build and CPU have "
+                         f"{', '.join(available_score_kernels())}")
+
+
+def available_score_kernels():
+    """Kernels this build has and this CPU runs."""
+    current = score_kernel()
+    names = [name for name in SCORE_KERNELS if sf_use_score_kernel(name.encode("ascii")) == 0]
+    sf_use_score_kernel(current.encode("ascii"))
+    return tuple(names)
 
 
 cdef inline bint _is_native(const char *fmt, char code):

@@ -13,3 +13,5 @@ cdef extern from "sprintiface.h" nogil:
     int64_t sf_grow_capacity(int64_t current, int64_t needed)
     int64_t sf_finish_scores(float *scores, int64_t frames, int64_t classes,
                              sf_output_kind kind, const float *prior_term)
+    const char *sf_score_kernel()
+    int sf_use_score_kernel(const char *name)
