@@ -67,7 +67,7 @@ static void sf_row_neg_log(float *x, int64_t n)
 #pragma GCC pop_options
 #endif
 
-typedef int64_t (*sf_kernel_fn)(float *, int64_t, int64_t, sf_output_kind, const float *);
+typedef int64_t (*sf_kernel_fn)(float *, int64_t, int64_t, sf_output_kind, const float *, const float *);
 
 static const struct {
     const char *name;
@@ -123,8 +123,8 @@ int sf_use_score_kernel(const char *name)
     return -1;
 }
 
-int64_t sf_finish_scores(float *scores, int64_t frames, int64_t classes,
-                         sf_output_kind kind, const float *prior_term)
+int64_t sf_finish_scores(float *scores, int64_t frames, int64_t classes, sf_output_kind kind,
+                         const float *logit_bias, const float *class_term)
 {
-    return sf_kernels[sf_current_kernel()].run(scores, frames, classes, kind, prior_term);
+    return sf_kernels[sf_current_kernel()].run(scores, frames, classes, kind, logit_bias, class_term);
 }

@@ -40,15 +40,21 @@ int64_t sf_grow_capacity(int64_t current, int64_t needed);
 /*
  * Finish scores in place: `scores` holds `frames` rows of `classes` values
  * (row-major, contiguous). Each row becomes its -log score of `kind`, plus
- * `prior_term[c]` when `prior_term` is not NULL (the caller passes
- * prior_scale * log p(c), +log space, so the result is
- * -log p(c|x) + prior_scale * log p(c)).
+ * `class_term[c]` when `class_term` is not NULL.
+ *
+ * `logit_bias` (SF_OUTPUT_LOGITS only; NULL for none): a per-class bias the
+ * model adds before its softmax, cut off the graph so that ONNX Runtime writes
+ * its last MatMul straight into `scores`. The logits are then x + bias, and
+ * the caller folds -bias into `class_term`.
+ *
+ * With a prior, the caller passes class_term = prior_scale * log p(c) (- bias),
+ * so the result is -log p(c|x) + prior_scale * log p(c).
  *
  * Returns -1 when every score is finite, else the index of the first frame
  * holding a NaN or an infinity (that row and later ones are left unspecified).
  */
-int64_t sf_finish_scores(float *scores, int64_t frames, int64_t classes,
-                         sf_output_kind kind, const float *prior_term);
+int64_t sf_finish_scores(float *scores, int64_t frames, int64_t classes, sf_output_kind kind,
+                         const float *logit_bias, const float *class_term);
 
 /* The instruction set the score loop runs with: "avx512", "avx2" or
  * "baseline" (chosen at first use: the widest the CPU has). */

@@ -27,7 +27,7 @@ from libc.stdint cimport int64_t
 
 cimport numpy as cnp
 
-from sprintiface._core cimport (sf_copy_frame_f32, sf_copy_frame_f64, sf_finish_scores,
+from sprintiface._core cimport (SF_OUTPUT_LOGITS, sf_copy_frame_f32, sf_copy_frame_f64, sf_finish_scores,
                                 sf_grow_capacity, sf_output_kind, sf_score_kernel,
                                 sf_use_score_kernel)
 
@@ -308,29 +308,35 @@ cdef class ScorerBuffers:
         """Address of the score storage's row 0 (valid until the next score_window)."""
         return <size_t>self._score_data
 
-    def finish_scores(self, Py_ssize_t frames, str kind, prior_term=None):
+    def finish_scores(self, Py_ssize_t frames, str kind, logit_bias=None, class_term=None):
         """Turn the raw output in ``score_window(frames)`` into -log scores, in place.
 
-        ``kind``: one of ``OUTPUT_KINDS``; ``prior_term``: None or float32
-        (num_classes,) holding prior_scale * log p(c). Returns -1 when all scores
-        are finite (they are then served by get_scores), else the first frame
-        that is not.
+        ``kind``: one of ``OUTPUT_KINDS``. ``logit_bias`` (logits only) and
+        ``class_term``: None or float32 (num_classes,); see sf_finish_scores in
+        csrc/sprintiface.h. Returns -1 when all scores are finite (they are then
+        served by get_scores), else the first frame that is not.
         """
-        cdef const float[::1] prior
-        cdef const float *prior_data = NULL
+        cdef const float *bias_data = self._class_vector(logit_bias, "logit_bias")
+        cdef const float *term_data = self._class_vector(class_term, "class_term")
         cdef sf_output_kind c_kind = <sf_output_kind>OUTPUT_KINDS[kind]
         cdef int64_t bad
         if frames > self._score_capacity:
             raise ValueError(f"finish_scores: {frames} frames, but score_window holds {self._score_capacity}")
-        if prior_term is not None:
-            prior = prior_term
-            if prior.shape[0] != self.num_classes:
-                raise ValueError(f"prior_term has {prior.shape[0]} values, expected {self.num_classes}")
-            prior_data = &prior[0]
+        if bias_data != NULL and c_kind != SF_OUTPUT_LOGITS:
+            raise ValueError(f"finish_scores: logit_bias is for logits, not {kind}")
         with nogil:
-            bad = sf_finish_scores(self._score_data, frames, self.num_classes, c_kind, prior_data)
+            bad = sf_finish_scores(self._score_data, frames, self.num_classes, c_kind, bias_data, term_data)
         self.scored_frames = frames if bad < 0 else 0
         return bad
+
+    cdef const float *_class_vector(self, values, str name) except? NULL:
+        cdef const float[::1] view
+        if values is None:
+            return NULL
+        view = values
+        if view.shape[0] != self.num_classes:
+            raise ValueError(f"{name} has {view.shape[0]} values, expected {self.num_classes}")
+        return &view[0]
 
     def clear_buffers(self):
         """Drop frames and scores; capacities are kept."""

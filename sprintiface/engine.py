@@ -83,6 +83,7 @@ class ModelInterface:
     output_kind: str      # what the model's output holds (probs, log_probs, logits, scores)
     served_kind: str      # what the session returns after a final Softmax/LogSoftmax is cut
     served_output: str    # name of the tensor the session returns
+    logit_bias: Optional[numpy.ndarray]  # float32 (C,): a final bias Add cut with the softmax
     input_dim: Optional[int]
     output_dim: Optional[int]
 
@@ -163,13 +164,18 @@ def inspect_model(path: str, input_name=None, output_name=None, length_name=None
                 f"probs, log_probs, logits, scores")
         output_kind = _OUTPUT_KIND_OF_OP[output_op]
 
-    served_kind, served_output, rewritten = output_kind, output.name, None
+    served_kind, served_output, logit_bias, rewritten = output_kind, output.name, None, None
     if producer is not None and _OUTPUT_KIND_OF_OP.get(output_op) == output_kind and \
-            _normalises_last_axis(producer, output.rank, model) and \
-            not any(output.name in node.input for node in graph.node):
+            _normalises_last_axis(producer, output.rank, model) and _readers(graph, output.name) == 1:
+        cut = [producer]
         logits = producer.input[0]
+        bias_add = _bias_add(graph, logits, output.shape[-1])
+        if bias_add is not None:
+            add_node, logits, logit_bias = bias_add
+            cut.append(add_node)
         if logits not in {t.name for t in inputs} | initializers:
-            graph.node.remove(producer)
+            for node in cut:
+                graph.node.remove(node)
             for value_info in graph.output:
                 if value_info.name == output.name:
                     value_info.name = logits
@@ -177,15 +183,46 @@ def inspect_model(path: str, input_name=None, output_name=None, length_name=None
                 rewritten = model.SerializeToString()
                 served_kind, served_output = "logits", logits
             except ValueError:  # over protobuf's 2 GB: serve the model as it is
-                rewritten = None
+                rewritten, logit_bias = None, None
+        else:
+            logit_bias = None
 
     input_dim = feature_input.shape[-1] if isinstance(feature_input.shape[-1], int) and feature_input.shape[-1] > 0 else None
     output_dim = output.shape[-1] if isinstance(output.shape[-1], int) and output.shape[-1] > 0 else None
     interface = ModelInterface(
         path=path, inputs=inputs, outputs=outputs, feature_input=feature_input, length_input=length_input,
         output=output, output_op=output_op, output_kind=output_kind, served_kind=served_kind,
-        served_output=served_output, input_dim=input_dim, output_dim=output_dim)
+        served_output=served_output, logit_bias=logit_bias, input_dim=input_dim, output_dim=output_dim)
     return interface, rewritten
+
+
+def _readers(graph, name: str) -> int:
+    """Nodes that read tensor ``name``, plus one if it is a graph output."""
+    return sum(name in node.input for node in graph.node) + sum(name == o.name for o in graph.output)
+
+
+def _bias_add(graph, name: str, classes):
+    """``(add_node, other_input, bias)`` when ``name`` is made by Add(x, b) with b a
+    float32 initializer of ``classes`` values (shape [C], [1, C] or [1, 1, C]) and
+    only the softmax reads ``name``; else None. Cutting this Add too lets ONNX
+    Runtime write the last MatMul straight into the score matrix (no (T, C)
+    temporary); the bias is added inside the score loop instead."""
+    from onnx import numpy_helper
+
+    node = next((n for n in graph.node if name in n.output), None)
+    if node is None or node.op_type != "Add" or len(node.input) != 2 or _readers(graph, name) != 1:
+        return None
+    initializers = {init.name: init for init in graph.initializer}
+    for bias_index in (1, 0):
+        bias_name, other = node.input[bias_index], node.input[1 - bias_index]
+        init = initializers.get(bias_name)
+        if init is None or other in initializers or init.data_type != _FLOAT:
+            continue
+        bias = numpy_helper.to_array(init)
+        is_class_vector = bias.ndim >= 1 and bias.size == bias.shape[-1]
+        if is_class_vector and (not isinstance(classes, int) or bias.shape[-1] == classes):
+            return node, other, numpy.ascontiguousarray(bias.reshape(-1), dtype=numpy.float32)
+    return None
 
 
 def _normalises_last_axis(node, rank: int, model) -> bool:
@@ -237,6 +274,8 @@ class OnnxEngine:
         del rewritten
         info = self.interface
         self.kind = info.served_kind
+        #: float32 (C,) bias the scorer adds to the logits (a cut final Add), or None.
+        self.logit_bias = info.logit_bias
         self.batched = info.feature_input.rank == 3
         self.output_batched = info.output.rank == 3
         self.input_dim = info.input_dim
@@ -279,6 +318,8 @@ class OnnxEngine:
                 f"ONNX model {self.path!r} failed on {frames.shape[0]} frames of dim {frames.shape[1]}: {error}") from None
         if self.output_batched:
             output = output[0]
+        if self.logit_bias is not None:
+            output += self.logit_bias
         return output
 
     def check_dims(self, input_dim: int, output_dim: int) -> None:

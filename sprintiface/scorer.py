@@ -70,6 +70,7 @@ class PythonFeatureScorer(ScorerBuffers):
         self.input_dim: Optional[int] = None
         self.output_dim: Optional[int] = None
         self.prior_term: Optional[numpy.ndarray] = None
+        self._class_term: Optional[numpy.ndarray] = None
         self.segment_count = 0
         self._engine: Optional[OnnxEngine] = None
         self._binding = None
@@ -93,6 +94,11 @@ class PythonFeatureScorer(ScorerBuffers):
             output_name=config.output_name, length_name=config.length_name, output_kind=config.output_kind)
         engine.check_dims(input_dim, output_dim)
         self.prior_term = self._load_prior_term(output_dim)
+        # -bias: the cut bias Add is undone in the affine pass (csrc/sprintiface.h)
+        self._class_term = self.prior_term
+        if engine.logit_bias is not None:
+            term = -engine.logit_bias if self.prior_term is None else self.prior_term - engine.logit_bias
+            self._class_term = numpy.ascontiguousarray(term, dtype=numpy.float32)
         self.input_dim, self.output_dim = input_dim, output_dim
         self._engine = engine
         self._binding = engine.new_binding()
@@ -141,7 +147,7 @@ class PythonFeatureScorer(ScorerBuffers):
         except ModelError:
             self.failed = True
             raise
-        bad = self.finish_scores(num_frames, self._engine.kind, self.prior_term)
+        bad = self.finish_scores(num_frames, self._engine.kind, self._engine.logit_bias, self._class_term)
         if bad >= 0:
             self.failed = True
             raise ScoreError(

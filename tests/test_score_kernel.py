@@ -22,7 +22,7 @@ def finish(raw, kind, prior=None):
     buffers._init_buffers(4, raw.shape[1])
     window = buffers.score_window(raw.shape[0])
     window[:] = raw
-    bad = buffers.finish_scores(raw.shape[0], kind, prior)
+    bad = buffers.finish_scores(raw.shape[0], kind, None, prior)
     return bad, window
 
 

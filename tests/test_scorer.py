@@ -42,11 +42,31 @@ def test_scores_match_bare_onnxruntime(model_file, kind, architecture):
         numpy.testing.assert_allclose(got, expected_scores(path, x, kind), rtol=2e-5, atol=2e-5)
 
 
-def test_final_softmax_is_cut_and_applied_in_place(mlp_path):
+def test_final_bias_and_softmax_are_cut_and_applied_in_place(mlp_path):
     engine = OnnxEngine(mlp_path)
     assert engine.interface.output_kind == "probs"
     assert engine.kind == "logits"
-    assert engine.interface.served_output != engine.interface.output.name
+    assert engine.interface.served_output.startswith("mm")  # the last MatMul writes the scores
+    assert engine.logit_bias.shape == (30,) and engine.logit_bias.dtype == numpy.float32
+
+
+def test_bias_first_and_broadcast_bias_shapes_are_cut_too(model_file):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = numpy.random.default_rng(0)
+    weight = rng.standard_normal((6, 5)).astype(numpy.float32)
+    bias = rng.standard_normal((1, 1, 5)).astype(numpy.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["data", "W"], ["mm"]), helper.make_node("Add", ["b", "mm"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["output"], axis=2)],
+        "g", [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["B", "T", 6])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["B", "T", 5])],
+        initializer=[numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "b")])
+    path = model_file(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert OnnxEngine(path).interface.served_output == "mm"
+    x = features(9, 6)
+    numpy.testing.assert_allclose(score_segment(rasr_scorer(f"onnx:{path}", 6, 5), x),
+                                  -numpy.log(bare_run(path, x)), rtol=2e-5, atol=2e-5)
 
 
 def test_unbatched_model_and_int64_length(model_file):
