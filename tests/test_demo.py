@@ -22,8 +22,9 @@ def test_demo_replays_the_protocol_and_reports_rtf():
     assert "sum p per frame 1.0000..1.0000" in text
 
 
-def test_python_m_sprintiface_demo():
+def test_python_m_sprintiface_demo(tmp_path):
+    # cwd away from the source tree, so that the installed package is what runs
     result = subprocess.run([sys.executable, "-m", "sprintiface", "demo", "--segments", "1", "--frames", "50"],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "real-time factor" in result.stdout
