@@ -67,5 +67,14 @@ def bare_run(path, features, **extra_feeds):
     return output[0] if output.ndim == 3 else output
 
 
+def onnx_model(graph, opset=17):
+    """A ModelProto for ``graph`` that older ONNX Runtime releases load too (IR version 8)."""
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
 def features(num_frames, dim, seed=0):
     return numpy.random.default_rng(seed).standard_normal((num_frames, dim)).astype(numpy.float32)

@@ -1,7 +1,7 @@
 """The PythonFeatureScorer against bare ONNX Runtime, driven as RASR drives it."""
 import numpy
 import pytest
-from conftest import bare_run, features, rasr_scorer, score_segment
+from conftest import bare_run, features, onnx_model, rasr_scorer, score_segment
 
 import sprintiface
 from sprintiface import ConfigError, FeatureError, ModelError, PriorError, ProtocolError, ScoreError
@@ -62,7 +62,7 @@ def test_bias_first_and_broadcast_bias_shapes_are_cut_too(model_file):
         "g", [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["B", "T", 6])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["B", "T", 5])],
         initializer=[numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "b")])
-    path = model_file(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    path = model_file(onnx_model(graph))
     assert OnnxEngine(path).interface.served_output == "mm"
     x = features(9, 6)
     numpy.testing.assert_allclose(score_segment(rasr_scorer(f"onnx:{path}", 6, 5), x),
@@ -244,7 +244,7 @@ def test_non_finite_scores_name_segment_and_frame(model_file):
         [helper.make_node("Log", ["data"], ["output"])], "log",
         [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["B", "T", 4])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["B", "T", 4])])
-    path = model_file(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    path = model_file(onnx_model(graph))
     scorer = rasr_scorer(f"onnx:{path},output_kind:log_probs", 4, 4)
     x = numpy.ones((6, 4), numpy.float32)
     x[4, 2] = -1.0
@@ -278,7 +278,7 @@ def test_ambiguous_inputs_ask_for_a_name(model_file):
         [helper.make_node("Add", ["a", "b"], ["sum"]), helper.make_node("Softmax", ["sum"], ["output"], axis=-1)],
         "two", [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["B", "T", 4]) for name in ("a", "b")],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["B", "T", 4])])
-    path = model_file(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    path = model_file(onnx_model(graph))
     with pytest.raises(ModelError, match="several candidates for the feature input.*set input_name"):
         rasr_scorer(f"onnx:{path}", 4, 4)
     with pytest.raises(ModelError, match=r"input\(s\) 'b'.*cannot feed"):
