@@ -15,7 +15,14 @@ extensions = [
         # Built against numpy 2 headers the module also runs on numpy 1.x.
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],
-    )
+    ),
+    # The RASR-like call driver for benchmarks and protocol tests.
+    Extension(
+        "sprintiface._rasr_driver",
+        sources=["sprintiface/_rasr_driver.pyx", "csrc/rasr_driver.c"],
+        include_dirs=["csrc"],
+        extra_compile_args=["-O2"],
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, language_level=3))
