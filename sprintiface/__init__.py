@@ -7,14 +7,22 @@ what RASR calls (always with keyword arguments); they keep RETURNN's
 - feature scorer (recognition, alignment): :mod:`sprintiface.scorer`;
 - trainer (nn-trainer with ``trainer = python-trainer``): :mod:`sprintiface.training`;
 - segment ordering (``python-segment-order = true``): :mod:`sprintiface.segment_order`.
+
+camelCase names exist only as this compatibility surface.
 """
+from sprintiface import training as _training
 from sprintiface._version import __version__
 from sprintiface.errors import (ConfigError, FeatureError, ModelError, PriorError, ProtocolError,
                                 ScoreError, SprintifaceError, TrainerError)
 from sprintiface.scorer import PythonFeatureScorer, init_python_feature_scorer
+from sprintiface.training import dump_flags, get_final_epoch, set_target_mode
 
 __all__ = [
-    "__version__", "init", "init_python_feature_scorer", "PythonFeatureScorer",
+    "__version__", "init", "init_python_feature_scorer", "PythonFeatureScorer", "getSegmentList",
+    "init_python_trainer", "exit", "feedInput", "finishDiscard", "finishError", "feedInputAndTarget",
+    "feedInputAndTargetAlignment", "feedInputAndTargetSegmentOrth", "feedInputUnsupervised",
+    "feedInputForwarding", "dump_flags", "set_target_mode", "get_final_epoch", "features_to_dataset",
+    "make_criterion_class", "demo",
     "SprintifaceError", "ConfigError", "ModelError", "PriorError", "FeatureError", "ProtocolError",
     "ScoreError", "TrainerError",
 ]
@@ -25,11 +33,105 @@ def init(name=None, sprint_unit=None, **kwargs):
     ``name="Sprint.PythonControl"`` with ``sprint_unit="PythonFeatureScorer"``
     returns the scorer object RASR then calls."""
     if name is None:
-        from sprintiface import training
-
-        return training.init_python_trainer(**kwargs)
+        return init_python_trainer(**kwargs)
     if name == "Sprint.PythonControl" and sprint_unit == "PythonFeatureScorer":
         return init_python_feature_scorer(**kwargs)
     raise ProtocolError(
         f"init(name={name!r}, sprint_unit={sprint_unit!r}): sprintiface serves name=None (PythonTrainer) "
         f"and name='Sprint.PythonControl' with sprint_unit='PythonFeatureScorer'")
+
+
+# -- PythonSegmentOrdering -------------------------------------------------------
+
+def getSegmentList(corpusName, segmentList, **kwargs):  # noqa: N802,N803
+    """RASR's python-segment-order: an iterator over segment names for all epochs.
+    Keywords: ``segmentsInfo`` (name -> {"nframes", "time"} or None), ``config``."""
+    from sprintiface.segment_order import get_segment_list
+
+    return get_segment_list(corpusName, segmentList, kwargs.get("segmentsInfo"), kwargs.get("config"))
+
+
+# -- PythonTrainer -----------------------------------------------------------------
+
+def init_python_trainer(inputDim, outputDim, config, targetMode, **kwargs):  # noqa: N803
+    """Start the training session (RASR calls it lazily, with the first segment's data)."""
+    return _training.init_python_trainer(inputDim=inputDim, outputDim=outputDim, config=config,
+                                         targetMode=targetMode, **kwargs)
+
+
+def exit():  # noqa: A001 - RASR's name
+    """RASR's end of training: drain the trainer's queue, finish, join."""
+    _training.exit_training()
+
+
+def feedInput(features, weights=None, segmentName=None):  # noqa: N802,N803
+    """criterion-by-sprint: posteriors (outputDim, T) float32, Fortran order; finishError or
+    finishDiscard follows."""
+    session = _training.require_session()
+    return session.forward_for_criterion(session.segment(features, weights, segmentName))
+
+
+def finishDiscard():  # noqa: N802
+    """criterion-by-sprint: RASR drops the segment of the last feedInput."""
+    _training.require_session().finish_discard()
+
+
+def finishError(error, errorSignal, naturalPairingType=None):  # noqa: N802,N803
+    """criterion-by-sprint: RASR's loss and error signal (outputDim, T) for the last feedInput."""
+    _training.require_session().finish_error(error, errorSignal, naturalPairingType)
+
+
+def feedInputAndTarget(features, weights=None, segmentName=None, orthography=None, alignment=None,  # noqa: N802,N803
+                       speaker_name=None, speaker_gender=None, **kwargs):
+    """target-generic: features with any of alignment, orthography, speaker."""
+    session = _training.require_session()
+    session.train(session.segment(features, weights, segmentName, alignment=alignment, orthography=orthography,
+                                  speaker_name=speaker_name, speaker_gender=speaker_gender))
+
+
+def feedInputAndTargetAlignment(features, targetAlignment, weights=None, segmentName=None):  # noqa: N802,N803
+    """target-alignment: features with a uint32 class index per frame."""
+    session = _training.require_session()
+    session.train(session.segment(features, weights, segmentName, alignment=targetAlignment))
+
+
+def feedInputAndTargetSegmentOrth(features, targetSegmentOrth, weights=None, segmentName=None):  # noqa: N802,N803
+    """target-segment-orth: features with the segment's orthography."""
+    session = _training.require_session()
+    session.train(session.segment(features, weights, segmentName, orthography=targetSegmentOrth))
+
+
+def feedInputUnsupervised(features, weights=None, segmentName=None):  # noqa: N802,N803
+    """unsupervised: features only."""
+    session = _training.require_session()
+    session.train(session.segment(features, weights, segmentName))
+
+
+def feedInputForwarding(features, weights=None, segmentName=None):  # noqa: N802,N803
+    """forward-only: posteriors (outputDim, T) float32, Fortran order."""
+    session = _training.require_session()
+    return session.forward(session.segment(features, weights, segmentName))
+
+
+def features_to_dataset(features, segment_name):
+    """RASR-layout features (input_dim, T) -> ``(dataset, seq_idx)`` (sprintiface.dataset)."""
+    from sprintiface.dataset import features_to_dataset as convert
+
+    return convert(features, segment_name)
+
+
+def make_criterion_class():
+    """The criterion-by-sprint round trip as a class (RETURNN returned a Theano op):
+    :class:`sprintiface.trainers.Trainer`, whose forward/backward hooks receive the
+    posteriors RASR scores and the error signal it sends back."""
+    from sprintiface.trainers import Trainer
+
+    return Trainer
+
+
+def demo():
+    """Replay RASR's scorer protocol and a RASR training run on the shipped model."""
+    from sprintiface.demo import run_scorer_demo, run_training_demo
+
+    run_scorer_demo()
+    run_training_demo()

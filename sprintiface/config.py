@@ -60,6 +60,17 @@ def _to_bool(value: Any) -> bool:
     raise ValueError("expected one of true/false/1/0/yes/no")
 
 
+def _to_seq_ordering(value: Any) -> str:
+    text = str(value).strip()
+    if text in ("default", "random", "sorted", "sorted_reverse"):
+        return text
+    if text.startswith("laplace:"):
+        size = text.split(":", 1)[1]
+        if size.isdigit() and int(size) > 0:
+            return text
+    raise ValueError("expected default, random, sorted, sorted_reverse or laplace:N with N > 0")
+
+
 @dataclass(frozen=True)
 class Option:
     """One config key: how its value is parsed and what it means."""
@@ -137,6 +148,29 @@ OPTIONS: Dict[str, Option] = _options(
            "prior_scale * log p(s). 0 switches the prior off."),
     Option("prior_space", "log", _to_str, "Space of the values in prior_file: log (+log p(s), "
            "RETURNN's and RASR's convention) or prob (p(s)).", choices=("log", "prob")),
+    # -- training (PythonTrainer)
+    Option("trainer", "dump", _to_str, "With action train: the trainer that receives the segments: "
+           "dump (write them to dump_file), or package.module:factory for your own "
+           "(see sprintiface.trainers.Trainer)."),
+    Option("dump_file", None, _to_str, "HDF5 file the dump trainer writes, in RETURNN's HDFDataset "
+           "layout (needs h5py: pip install sprintiface[hdf5]).", is_path=True),
+    Option("checkpoint_dir", None, _to_str, "Directory for checkpoints: after each epoch the trainer "
+           "saves there and epoch.NNN.done marks the epoch finished; a restarted job resumes after the "
+           "last finished epoch.", is_path=True),
+    Option("queue_size", 4, _to_int, "Segments buffered for the trainer's background thread, so that "
+           "RASR's feature extraction overlaps training; 0 trains in RASR's thread.", minimum=0),
+    # -- segment ordering (PythonSegmentOrdering)
+    Option("seq_ordering", "default", _to_seq_ordering, "Order of the segments in each epoch: default "
+           "(corpus order), random (seeded by seed and epoch), sorted / sorted_reverse (by length), "
+           "laplace:N (random bins of N segments, each sorted by length, alternating direction). "
+           "Lengths need python-segment-order-with-segment-info = true."),
+    Option("seed", 0, _to_int, "Seed of the random orderings."),
+    Option("partition_epoch", 1, _to_int, "Split the corpus into N parts: each epoch sees the next part.",
+           minimum=1),
+    Option("num_epochs", 1, _to_int, "Last epoch the segment list runs to (RETURNN: num_epochs).",
+           minimum=1),
+    Option("start_epoch", None, _to_int, "First epoch; default: 1, or the epoch after the last finished "
+           "one in checkpoint_dir.", minimum=1),
 )
 
 

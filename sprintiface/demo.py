@@ -77,3 +77,57 @@ def run_scorer_demo(num_segments: int = 3, num_frames: int = 500, seed: int = 0,
     print(f"{summary['frames']} frames ({audio_seconds:.1f} s of audio at 10 ms) in {elapsed:.3f} s: "
           f"real-time factor {summary['real_time_factor']:.4f}", file=out)
     return summary
+
+
+def run_training_demo(num_segments: int = 6, seed: int = 0, dump_file: Optional[str] = None,
+                      out: Optional[TextIO] = None) -> dict:
+    """Replay a RASR training run: getSegmentList over 2 epochs (random order), then
+    init and feedInputAndTargetAlignment per segment as RASR calls them (Fortran
+    float32 features, uint32 alignments), into the dump trainer; prints what was written."""
+    import os
+    import sys
+    import tempfile
+
+    import sprintiface
+    from sprintiface.models import DEMO_INPUT_DIM, DEMO_OUTPUT_DIM
+
+    out = out or sys.stdout
+    rng = numpy.random.default_rng(seed)
+    lengths = {f"corpus/seg-{i}/1": int(rng.integers(50, 300)) for i in range(num_segments)}
+    directory = None
+    if dump_file is None:
+        directory = tempfile.mkdtemp(prefix="sprintiface-demo-")
+        dump_file = os.path.join(directory, "dump.hdf")
+    config = f"action:train,trainer:dump,dump_file:{dump_file},num_epochs:2,seq_ordering:random,seed:{seed}," \
+             f"log_level:warning"
+    print("sprintiface: replaying a RASR training run (segment order over 2 epochs, target-alignment, dump)",
+          file=out)
+    order = sprintiface.getSegmentList(corpusName="corpus", segmentList=list(lengths),
+                                       segmentsInfo={n: {"nframes": t, "time": t / 100} for n, t in lengths.items()},
+                                       config=config)
+    initialised = False
+    fed = 0
+    for name in order:  # RASR processes each segment as soon as it is yielded
+        num_frames = lengths[name]
+        features = numpy.asfortranarray(rng.standard_normal((DEMO_INPUT_DIM, num_frames)).astype(numpy.float32))
+        alignment = rng.integers(0, DEMO_OUTPUT_DIM, num_frames).astype(numpy.uint32)
+        if not initialised:
+            sprintiface.init(inputDim=DEMO_INPUT_DIM, outputDim=DEMO_OUTPUT_DIM, allowDownsampling=False,
+                             config=config, targetMode="target-alignment", cudaEnabled=0, cudaActiveGpu=-1)
+            initialised = True
+        sprintiface.feedInputAndTargetAlignment(features=features, targetAlignment=alignment, weights=None,
+                                                segmentName=name)
+        fed += 1
+    sprintiface.exit()
+    summary = {"segments_fed": fed, "dump_file": dump_file}
+    try:
+        import h5py
+    except ImportError:
+        print(f"fed {fed} segments; wrote {dump_file} (install h5py to inspect it)", file=out)
+        return summary
+    with h5py.File(dump_file, "r") as file:
+        summary.update(frames=int(file.attrs["numTimesteps"]), segments=int(file.attrs["numSeqs"]))
+        print(f"fed {fed} segments over 2 epochs; {dump_file}: {summary['segments']} segments, "
+              f"{summary['frames']} frames, inputs {file['inputs'].shape}, "
+              f"targets {sorted(file['targets/data'])}", file=out)
+    return summary

@@ -322,6 +322,22 @@ class OnnxEngine:
             output += self.logit_bias
         return output
 
+    def posteriors(self, frames: numpy.ndarray) -> numpy.ndarray:
+        """p(c|x) for float32 (T, F) frames: a fresh float32 (T', C) array, +prob space, no prior.
+
+        For an output of -log scores this is exp(-scores).
+        """
+        output = self.forward(frames)
+        if self.kind == "logits":
+            output -= output.max(axis=1, keepdims=True)
+            numpy.exp(output, out=output)
+            output /= output.sum(axis=1, keepdims=True)
+        elif self.kind == "log_probs":
+            numpy.exp(output, out=output)
+        elif self.kind == "scores":
+            numpy.exp(-output, out=output)
+        return output
+
     def check_dims(self, input_dim: int, output_dim: int) -> None:
         """Raise ModelError unless the model takes ``input_dim`` features and gives ``output_dim`` classes."""
         if self.input_dim is not None and self.input_dim != input_dim:

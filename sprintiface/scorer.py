@@ -200,17 +200,7 @@ class PythonFeatureScorer(ScorerBuffers):
         """Posteriors p(c|x) of the buffered frames, float32 (output_dim, num_frames) (+prob space,
         no prior). For an output_kind of scores this is exp(-scores)."""
         features = self.get_features(num_frames)
-        output = self._engine.forward(numpy.ascontiguousarray(features.T))
-        kind = self._engine.kind
-        if kind == "logits":
-            output = output - output.max(axis=1, keepdims=True)
-            numpy.exp(output, out=output)
-            output /= output.sum(axis=1, keepdims=True)
-        elif kind == "log_probs":
-            output = numpy.exp(output)
-        elif kind == "scores":
-            output = numpy.exp(-output)
-        return output.T
+        return self._engine.posteriors(numpy.ascontiguousarray(features.T)).T
 
     def features_to_dataset(self, num_frames: Optional[int] = None):
         """``(dataset, seq_idx)``: the buffered features as a one-segment in-memory dataset."""

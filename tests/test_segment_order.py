@@ -1,0 +1,90 @@
+"""getSegmentList as RASR calls it: orderings, partitions, epochs, resume, repeat calls."""
+import collections
+
+import pytest
+
+import sprintiface
+from sprintiface import ConfigError
+
+NAMES = [f"corpus/seg-{i}" for i in range(23)]
+INFO = {name: {"nframes": (i * 37) % 101 + 1, "time": 0.1} for i, name in enumerate(NAMES)}
+
+
+def segment_list(config, info=INFO, names=NAMES):
+    return list(sprintiface.getSegmentList(corpusName="corpus", segmentList=list(names), segmentsInfo=info,
+                                           config=config))
+
+
+def epochs(config, num_epochs):
+    """Split the generator's output into epochs, by the epoch each name was announced with."""
+    from sprintiface import training
+
+    result = collections.defaultdict(list)
+    for name in sprintiface.getSegmentList(corpusName="corpus", segmentList=NAMES, segmentsInfo=INFO, config=config):
+        result[training._announced_epoch].append(name)
+    assert sorted(result) == list(range(min(result), num_epochs + 1))
+    return result
+
+
+def test_default_order_over_epochs():
+    assert segment_list("num_epochs:3") == NAMES * 3
+
+
+def test_random_is_seeded_per_epoch_and_deterministic():
+    by_epoch = epochs("num_epochs:3,seq_ordering:random,seed:5", 3)
+    assert all(sorted(names) == sorted(NAMES) for names in by_epoch.values())
+    assert by_epoch[1] != by_epoch[2] != by_epoch[3]
+    assert segment_list("num_epochs:3,seq_ordering:random,seed:5") == sum(by_epoch.values(), [])
+    assert segment_list("num_epochs:1,seq_ordering:random,seed:6") != by_epoch[1]
+
+
+def test_sorted_orders_by_nframes():
+    lengths = [INFO[name]["nframes"] for name in segment_list("seq_ordering:sorted")]
+    assert lengths == sorted(lengths)
+    lengths = [INFO[name]["nframes"] for name in segment_list("seq_ordering:sorted_reverse")]
+    assert lengths == sorted(lengths, reverse=True)
+
+
+def test_laplace_bins_are_sorted_alternately():
+    names = segment_list("seq_ordering:laplace:5,seed:1")
+    assert sorted(names) == sorted(NAMES)
+    lengths = [INFO[name]["nframes"] for name in names]
+    bins = [lengths[i:i + 5] for i in range(0, len(lengths), 5)]
+    for number, values in enumerate(bins):
+        assert values == sorted(values, reverse=bool(number % 2))
+
+
+def test_partition_epoch_covers_the_corpus_once_per_pass():
+    by_epoch = epochs("num_epochs:6,partition_epoch:3,seq_ordering:random", 6)
+    first_pass = by_epoch[1] + by_epoch[2] + by_epoch[3]
+    assert sorted(first_pass) == sorted(NAMES)
+    assert sorted(by_epoch[4] + by_epoch[5] + by_epoch[6]) == sorted(NAMES)
+    assert all(7 <= len(by_epoch[e]) <= 8 for e in by_epoch)
+
+
+def test_resume_starts_after_the_last_finished_epoch(tmp_path):
+    (tmp_path / "epoch.001.done").write_text("{}")
+    (tmp_path / "epoch.002.done").write_text("{}")
+    by_epoch = epochs(f"num_epochs:4,checkpoint_dir:{tmp_path}", 4)
+    assert sorted(by_epoch) == [3, 4]
+    assert segment_list(f"num_epochs:4,start_epoch:4,checkpoint_dir:{tmp_path}") == NAMES
+
+
+def test_counting_call_changes_nothing():
+    config = "num_epochs:2,seq_ordering:random"
+    first = segment_list(config)
+    assert segment_list(config) == first  # RASR may run it once just to count
+
+
+def test_errors_at_the_call():
+    with pytest.raises(ConfigError, match="needs segment lengths.*python-segment-order-with-segment-info"):
+        sprintiface.getSegmentList(corpusName="c", segmentList=NAMES, segmentsInfo=None, config="seq_ordering:sorted")
+    with pytest.raises(ConfigError, match="'seq_ordering'.*laplace:N"):
+        sprintiface.getSegmentList(corpusName="c", segmentList=NAMES, segmentsInfo=None, config="seq_ordering:shuffle")
+    with pytest.raises(ConfigError, match="no 'nframes' for segment 'corpus/seg-0'"):
+        sprintiface.getSegmentList(corpusName="c", segmentList=NAMES, segmentsInfo={"x": {}}, config="seq_ordering:sorted")
+
+
+def test_get_final_epoch_reads_the_config():
+    segment_list("num_epochs:7")
+    assert sprintiface.get_final_epoch() == 7

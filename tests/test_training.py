@@ -1,0 +1,286 @@
+"""The PythonTrainer replayed as RASR calls it: keyword arguments, Fortran float32
+features (inputDim, T), uint32 alignments, None weights."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy
+import pytest
+import recording_trainer
+from conftest import bare_run, onnx_model
+
+import sprintiface
+from sprintiface import ConfigError, FeatureError, ProtocolError, TrainerError
+
+h5py = pytest.importorskip("h5py")
+
+
+@pytest.fixture(autouse=True)
+def clean_session():
+    recording_trainer.CALLS.clear()
+    recording_trainer.RecordingTrainer.fail_on = None
+    yield
+    from sprintiface import training
+
+    if training.session is not None:
+        training.session._failure = None
+    try:
+        sprintiface.exit()
+    except TrainerError:
+        pass
+    training._target_mode_override = None
+
+
+def rasr_features(num_frames, dim=12, seed=0):
+    rng = numpy.random.default_rng(seed)
+    return numpy.asfortranarray(rng.standard_normal((dim, num_frames)).astype(numpy.float32))
+
+
+def rasr_init(config, target_mode, input_dim=12, output_dim=30, allow_downsampling=False):
+    return sprintiface.init(inputDim=input_dim, outputDim=output_dim, allowDownsampling=allow_downsampling,
+                            config=config, targetMode=target_mode, cudaEnabled=0, cudaActiveGpu=-1)
+
+
+def test_forwarding_returns_fortran_posteriors(mlp_path):
+    assert rasr_init(f"action:forward,onnx:{mlp_path}", "forward-only") is None
+    features = rasr_features(33)
+    posteriors = sprintiface.feedInputForwarding(features=features, weights=None, segmentName="s1")
+    assert posteriors.shape == (30, 33) and posteriors.dtype == numpy.float32
+    assert posteriors.flags.f_contiguous  # RASR's zero-copy layout
+    numpy.testing.assert_allclose(posteriors, bare_run(mlp_path, numpy.ascontiguousarray(features.T)).T,
+                                  rtol=1e-5, atol=1e-7)
+    again = sprintiface.feedInput(features=features, weights=None, segmentName="s1")  # criterion-by-sprint style
+    numpy.testing.assert_allclose(again, posteriors)
+    sprintiface.finishDiscard()
+    sprintiface.exit()
+
+
+def _downsampling_model(model_file):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = numpy.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Slice", ["data", "start", "end", "axis", "step"], ["every2"]),
+         helper.make_node("MatMul", ["every2", "W"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["output"], axis=-1)],
+        "down", [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["B", "T", 12])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["B", "T2", 30])],
+        initializer=[numpy_helper.from_array(rng.standard_normal((12, 30)).astype(numpy.float32), "W")]
+        + [numpy_helper.from_array(numpy.array([v], numpy.int64), n)
+           for n, v in (("start", 0), ("end", 2**62), ("axis", 1), ("step", 2))])
+    return model_file(onnx_model(graph))
+
+
+def test_downsampling_needs_allow_downsampling(model_file):
+    path = _downsampling_model(model_file)
+    rasr_init(f"action:forward,onnx:{path}", "forward-only")
+    with pytest.raises(FeatureError, match=r"posteriors of shape \(5, 30\) .* for 10 frames.*allowDownsampling"):
+        sprintiface.feedInputForwarding(features=rasr_features(10), weights=None, segmentName="s")
+    sprintiface.exit()
+    rasr_init(f"action:forward,onnx:{path}", "forward-only", allow_downsampling=True)
+    assert sprintiface.feedInputForwarding(features=rasr_features(10), weights=None, segmentName="s").shape == (30, 5)
+
+
+def read_dump(path):
+    with h5py.File(path, "r") as file:
+        keys = sorted(file["targets/data"])
+        return {
+            "inputs": file["inputs"][...], "tags": [t.decode() for t in file["seqTags"][...]],
+            "lengths": file["seqLengths"][...], "keys": keys,
+            "targets": {k: file[f"targets/data/{k}"][...] for k in keys},
+            "size": {k: list(file["targets/size"].attrs[k]) for k in keys},
+            "labels": sorted(file["targets/labels"]), "attrs": dict(file.attrs),
+        }
+
+
+def test_target_alignment_dump_reads_back_bit_exact_in_returnn_layout(tmp_path):
+    dump = tmp_path / "train.hdf"
+    config = f"action:train,trainer:dump,dump_file:{dump},num_epochs:2"
+    names = [f"c/s{i}" for i in range(3)]
+    order = sprintiface.getSegmentList(corpusName="c", segmentList=names, segmentsInfo=None, config=config)
+    fed = []
+    for index, name in enumerate(order):
+        if not fed:
+            rasr_init(config, "target-alignment")
+        features = rasr_features(5 + index, seed=index)
+        alignment = numpy.arange(5 + index, dtype=numpy.uint32) % 30
+        weights = None if index % 2 else numpy.full(5 + index, 0.5, numpy.float32)
+        sprintiface.feedInputAndTargetAlignment(features=features, targetAlignment=alignment, weights=weights,
+                                                segmentName=name)
+        fed.append((name, features.T.copy(), alignment, weights))
+    assert not dump.exists()  # complete or absent: still under a temporary name
+    sprintiface.exit()
+    data = read_dump(dump)
+    assert data["tags"] == [name for name, *_ in fed]
+    numpy.testing.assert_array_equal(data["inputs"], numpy.concatenate([f for _, f, _, _ in fed]))
+    assert data["keys"] == ["classes", "weights"] and data["labels"] == ["classes", "weights"]
+    assert data["size"] == {"classes": [30, 1], "weights": [1, 1]}
+    numpy.testing.assert_array_equal(data["targets"]["classes"], numpy.concatenate([a for _, _, a, _ in fed]))
+    expected_lengths = [[f.shape[0], f.shape[0], 0 if w is None else f.shape[0]] for _, f, _, w in fed]
+    numpy.testing.assert_array_equal(data["lengths"], expected_lengths)
+    assert data["attrs"]["inputPattSize"] == 12 and data["attrs"]["numSeqs"] == 6
+    assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("mode", ["target-generic", "target-segment-orth", "unsupervised"])
+def test_other_target_modes_dump(tmp_path, mode):
+    dump = tmp_path / "d.hdf"
+    rasr_init(f"action:train,dump_file:{dump},queue_size:0", mode)
+    features = rasr_features(4)
+    if mode == "target-generic":
+        sprintiface.feedInputAndTarget(features=features, weights=None, segmentName="a", alignment=None,
+                                       orthography="hello wörld", speaker_name="spk1", speaker_gender="female")
+        sprintiface.feedInputAndTarget(features=features, weights=None, segmentName="b",
+                                       alignment=numpy.zeros(4, numpy.uint32), orthography=None,
+                                       speaker_name=None, speaker_gender=None)
+    elif mode == "target-segment-orth":
+        sprintiface.feedInputAndTargetSegmentOrth(features=features, targetSegmentOrth="hello wörld",
+                                                  weights=None, segmentName="a")
+    else:
+        sprintiface.feedInputUnsupervised(features=features, weights=None, segmentName="a")
+    sprintiface.exit()
+    data = read_dump(dump)
+    numpy.testing.assert_array_equal(data["inputs"][:4], features.T)
+    if mode != "unsupervised":
+        assert bytes(data["targets"]["orth"]).decode("utf-8") == "hello wörld"
+    if mode == "target-generic":
+        assert data["keys"] == ["classes", "orth", "speaker_gender", "speaker_name", "weights"]
+        assert bytes(data["targets"]["speaker_name"]).decode() == "spk1"
+        assert data["lengths"][:, 1].tolist() == [0, 4]  # classes: none for a, 4 frames for b
+    else:
+        assert data["keys"] == (["orth", "weights"] if mode == "target-segment-orth" else ["weights"])
+
+
+def test_criterion_by_sprint_round_trip_and_order_errors(mlp_path):
+    rasr_init(f"action:train,trainer:recording_trainer:make,onnx:{mlp_path}", "criterion-by-sprint")
+    features = rasr_features(6)
+    with pytest.raises(ProtocolError, match="finishError.*without a segment"):
+        sprintiface.finishError(error=1.0, errorSignal=numpy.zeros((30, 6), numpy.float32), naturalPairingType=None)
+    posteriors = sprintiface.feedInput(features=features, weights=None, segmentName="s1")
+    assert posteriors.shape == (30, 6) and posteriors.flags.f_contiguous
+    with pytest.raises(ProtocolError, match="feedInput for segment 's2' while segment 's1' still waits"):
+        sprintiface.feedInput(features=features, weights=None, segmentName="s2")
+    with pytest.raises(FeatureError, match=r"expected errorSignal of shape \(30, 6\).*got \(30, 5\)"):
+        sprintiface.finishError(error=1.0, errorSignal=numpy.zeros((30, 5), numpy.float32), naturalPairingType="softmax")
+    signal = numpy.asfortranarray(numpy.full((30, 6), 0.25, numpy.float32))
+    sprintiface.finishError(error=2.5, errorSignal=signal, naturalPairingType="softmax")
+    with pytest.raises(ProtocolError, match="finishError.*without"):
+        sprintiface.finishError(error=2.5, errorSignal=signal, naturalPairingType="softmax")
+    sprintiface.feedInput(features=features, weights=None, segmentName="s3")
+    sprintiface.finishDiscard()
+    with pytest.raises(ProtocolError, match="finishDiscard.*without"):
+        sprintiface.finishDiscard()
+    sprintiface.exit()
+    assert ("backward", "s1", 2.5, (6, 30), "softmax", 0.25) in recording_trainer.CALLS
+    assert not any(call[0] == "backward" and call[1] == "s3" for call in recording_trainer.CALLS)
+    assert recording_trainer.CALLS[-1] == ("finish",)
+
+
+def test_epochs_checkpoints_and_resume(tmp_path):
+    checkpoints = tmp_path / "ckpt"
+    config = f"action:train,trainer:recording_trainer:make,num_epochs:2,checkpoint_dir:{checkpoints},queue_size:0"
+    names = ["a", "b"]
+    for index, name in enumerate(sprintiface.getSegmentList(corpusName="c", segmentList=names, segmentsInfo=None,
+                                                            config=config)):
+        if index == 0:
+            rasr_init(config, "target-alignment")
+        sprintiface.feedInputAndTargetAlignment(features=rasr_features(3), targetAlignment=numpy.zeros(3, numpy.uint32),
+                                                weights=None, segmentName=name)
+    sprintiface.exit()
+    assert [c for c in recording_trainer.CALLS if c[0] != "train_segment"] == [
+        ("start_epoch", 1), ("end_epoch", 1), ("save_checkpoint", 1), ("start_epoch", 2),
+        ("end_epoch", 2), ("save_checkpoint", 2), ("finish",)]
+    assert [c[3] for c in recording_trainer.CALLS if c[0] == "train_segment"] == [1, 1, 2, 2]
+    assert sorted(os.listdir(checkpoints)) == ["epoch.001.done", "epoch.002.done", "model.001", "model.002"]
+    # a restarted job with more epochs resumes after epoch 2 and loads its checkpoint
+    recording_trainer.CALLS.clear()
+    config = config.replace("num_epochs:2", "num_epochs:3")
+    order = list(sprintiface.getSegmentList(corpusName="c", segmentList=names, segmentsInfo=None, config=config))
+    assert order == names
+    rasr_init(config, "target-alignment")
+    sprintiface.feedInputAndTargetAlignment(features=rasr_features(3), targetAlignment=numpy.zeros(3, numpy.uint32),
+                                            weights=None, segmentName="a")
+    assert recording_trainer.CALLS[:2] == [("load_checkpoint", 2), ("start_epoch", 3)]
+
+
+def test_background_failure_surfaces_at_the_next_call():
+    recording_trainer.RecordingTrainer.fail_on = "bad"
+    rasr_init("action:train,trainer:recording_trainer:make,queue_size:2", "unsupervised")
+    sprintiface.feedInputUnsupervised(features=rasr_features(3), weights=None, segmentName="bad")
+    from sprintiface import training
+
+    training.session._queue.join()
+    with pytest.raises(TrainerError, match=r"(?s)background thread failed.*ValueError: cannot learn from bad"):
+        sprintiface.feedInputUnsupervised(features=rasr_features(3), weights=None, segmentName="next")
+    with pytest.raises(TrainerError):
+        sprintiface.exit()
+
+
+def test_input_errors_and_config_errors(mlp_path):
+    with pytest.raises(ProtocolError, match="before init"):
+        sprintiface.feedInputUnsupervised(features=rasr_features(3), weights=None, segmentName="x")
+    with pytest.raises(ConfigError, match="'action' is required"):
+        rasr_init("", "target-alignment")
+    with pytest.raises(ConfigError, match="action forward needs target-mode criterion-by-sprint or forward-only"):
+        rasr_init(f"action:forward,onnx:{mlp_path}", "target-alignment")
+    with pytest.raises(ConfigError, match="targetMode: expected one of"):
+        rasr_init("action:nop", "supervised")
+    with pytest.raises(ConfigError, match="trainer 'dump' needs config key 'dump_file'"):
+        rasr_init("action:train", "target-alignment")
+    with pytest.raises(ConfigError, match="cannot load 'nowhere.module:make'"):
+        rasr_init("action:train,trainer:nowhere.module:make", "target-alignment")
+    rasr_init("action:nop", "target-alignment")
+    with pytest.raises(FeatureError, match=r"expected features of shape \(inputDim=12, T\), got \(13, 4\)"):
+        sprintiface.feedInputAndTargetAlignment(features=rasr_features(4, dim=13), targetAlignment=numpy.zeros(4, numpy.uint32),
+                                                weights=None, segmentName="x")
+    with pytest.raises(FeatureError, match="alignment of 4 frames, got shape"):
+        sprintiface.feedInputAndTargetAlignment(features=rasr_features(4), targetAlignment=numpy.zeros(3, numpy.uint32),
+                                                weights=None, segmentName="x")
+    with pytest.raises(FeatureError, match=r"alignment class 30 at frame 2 is outside \[0, outputDim=30\)"):
+        sprintiface.feedInputAndTargetAlignment(features=rasr_features(4),
+                                                targetAlignment=numpy.array([0, 1, 30, 2], numpy.uint32),
+                                                weights=None, segmentName="x")
+    posteriors = sprintiface.feedInput(features=rasr_features(4), weights=None, segmentName="x")  # nop: uniform
+    numpy.testing.assert_allclose(posteriors, 1 / 30)
+    sprintiface.finishDiscard()
+    from sprintiface import training
+
+    assert training.session.segments == 1
+
+
+RUN_WITHOUT_EXIT = textwrap.dedent("""
+    import sys, numpy, sprintiface
+    dump, end = sys.argv[1], sys.argv[2]
+    sprintiface.init(inputDim=4, outputDim=3, allowDownsampling=False, config="action:train,dump_file:" + dump,
+                     targetMode="target-alignment", cudaEnabled=0, cudaActiveGpu=-1)
+    for i in range(5):
+        sprintiface.feedInputAndTargetAlignment(features=numpy.asfortranarray(numpy.ones((4, 7), numpy.float32) * i),
+                                                targetAlignment=numpy.zeros(7, numpy.uint32), weights=None,
+                                                segmentName="s%d" % i)
+    if end == "killed":
+        import os
+        os._exit(1)  # no atexit: as if the job were killed
+""")
+
+
+def test_no_data_lost_when_exit_is_missed_and_nothing_complete_when_killed(tmp_path):
+    for end, exists in (("no-exit", True), ("killed", False)):
+        dump = tmp_path / f"{end}.hdf"
+        subprocess.run([sys.executable, "-c", RUN_WITHOUT_EXIT, str(dump), end], cwd=tmp_path, timeout=120)
+        assert dump.exists() == exists
+    data = read_dump(tmp_path / "no-exit.hdf")
+    assert data["tags"] == [f"s{i}" for i in range(5)] and data["inputs"].shape == (35, 4)
+
+
+def test_features_to_dataset_and_module_surface():
+    features = rasr_features(5)
+    dataset, seq_idx = sprintiface.features_to_dataset(features=features, segment_name="x/1")
+    assert dataset.num_seqs == 1 and dataset.get_tag(seq_idx) == "x/1"
+    assert dataset.get_seq_length(seq_idx) == {"data": 5}
+    numpy.testing.assert_array_equal(dataset.get_data(seq_idx, "data"), features.T)
+    assert sprintiface.make_criterion_class().__name__ == "Trainer"
+    assert set(sprintiface.dump_flags()) >= {"OMP_NUM_THREADS"}
+    sprintiface.set_target_mode("forward-only")
+    with pytest.raises(ConfigError):
+        sprintiface.set_target_mode("nonsense")
