@@ -298,3 +298,15 @@ def resolve_model_path(config: Config) -> str:
                 f"(working directory {os.getcwd()!r})")
         return path
     raise ConfigError("no model: give onnx:<path>, or model:<prefix> with epoch:<n>")
+
+
+def options_table() -> str:
+    """Every key of ``OPTIONS`` as a Markdown table (docs/configuration.md is this text)."""
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for option in OPTIONS.values():
+        default = "–" if option.default is None else f"`{option.default}`"
+        text = option.help
+        if option.choices:
+            text += f" Allowed: {', '.join(f'`{c}`' for c in option.choices)}."
+        lines.append(f"| `{option.name}` | {default} | {text} |")
+    return "\n".join(lines) + "\n"

@@ -338,15 +338,20 @@ class OnnxEngine:
             numpy.exp(-output, out=output)
         return output
 
+    def bind_input_dim(self, input_dim: int) -> None:
+        """For a model with a dynamic feature axis: fix it at ``input_dim`` and learn the
+        number of classes from a warm-up run (no-op when the axis is static)."""
+        if self.input_dim is None:
+            self.input_dim = input_dim
+            self.output_dim = self._warm_up(input_dim)
+
     def check_dims(self, input_dim: int, output_dim: int) -> None:
         """Raise ModelError unless the model takes ``input_dim`` features and gives ``output_dim`` classes."""
         if self.input_dim is not None and self.input_dim != input_dim:
             raise ModelError(
                 f"ONNX model {self.path!r} takes features of dim {self.input_dim} "
                 f"(input {self.interface.feature_input.name!r}), but RASR's feature-dimension is {input_dim}")
-        if self.input_dim is None:  # a model with a dynamic feature axis: now it is known
-            self.input_dim = input_dim
-            self.output_dim = self._warm_up(input_dim)
+        self.bind_input_dim(input_dim)
         if self.output_dim and self.output_dim != output_dim:
             raise ModelError(
                 f"ONNX model {self.path!r} gives {self.output_dim} classes (output {self.interface.output.name!r}), "

@@ -121,3 +121,21 @@ def save_prior(path: str, log_prior: numpy.ndarray) -> None:
     else:
         with atomic_write(path, "w") as file:
             file.write("".join(f"{float(v)!r}\n" for v in values))
+
+
+def estimate_prior(engine, segments, progress=None) -> numpy.ndarray:
+    """log p(s) as the mean of the model's posteriors over all frames of ``segments``
+    (an iterable of float32 (T, F) arrays), streaming: one segment in memory at a time.
+    Returns float32 (C,), +log space."""
+    total, frames = None, 0
+    for features in segments:
+        posteriors = engine.posteriors(features)
+        sums = posteriors.sum(axis=0, dtype=numpy.float64)
+        total = sums if total is None else total + sums
+        frames += posteriors.shape[0]
+        if progress is not None:
+            progress()
+    if not frames:
+        raise PriorError("estimate_prior: the feature set holds no frames")
+    prior = numpy.maximum(total / frames, numpy.finfo(numpy.float32).tiny)
+    return numpy.log(prior / prior.sum()).astype(numpy.float32)

@@ -1,0 +1,77 @@
+"""The command line on real models and real files."""
+import numpy
+import pytest
+from conftest import bare_run, features
+
+from sprintiface.cli import main
+from sprintiface.priors import load_prior
+
+
+@pytest.fixture
+def feature_files(tmp_path):
+    segments = {"a": features(30, 12, 1), "b": features(45, 12, 2)}
+    numpy.savez(tmp_path / "feats.npz", **segments)
+    numpy.save(tmp_path / "one.npy", segments["a"])
+    return tmp_path, segments
+
+
+def test_check_model_prints_interface_and_rasr_settings(mlp_path, capsys):
+    assert main(["check-model", mlp_path, "--input-dim", "12", "--output-dim", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "'data' float [B, T, 12]: features" in out
+    assert "output kind: probs (made by Softmax)" in out
+    assert "feature-dimension                      = 12" in out
+    assert f"pymod-config                           = onnx:{mlp_path}" in out
+
+
+def test_check_model_mismatch_fails_clearly(mlp_path, tmp_path, capsys):
+    assert main(["check-model", mlp_path, "--input-dim", "13"]) == 2
+    assert "takes features of dim 12 (input 'data'), but RASR's feature-dimension is 13" in capsys.readouterr().err
+    (tmp_path / "p.txt").write_text("-1\n-2\n")
+    assert main(["check-model", mlp_path, "--prior", str(tmp_path / "p.txt")]) == 2
+    assert "has 2 values, but the model has 30 classes" in capsys.readouterr().err
+
+
+def test_score_npz_and_npy_through_the_rasr_path(mlp_path, feature_files, capsys):
+    directory, segments = feature_files
+    assert main(["score", mlp_path, str(directory / "feats.npz"), "-o", str(directory / "s.npz")]) == 0
+    with numpy.load(directory / "s.npz") as scores:
+        assert sorted(scores.files) == ["a", "b"]
+        for name, x in segments.items():
+            numpy.testing.assert_allclose(scores[name], -numpy.log(bare_run(mlp_path, x)), rtol=2e-5, atol=2e-5)
+    assert main(["score", mlp_path, str(directory / "one.npy"), "-o", str(directory / "s.npy"),
+                 "--buffer-size", "7"]) == 0
+    numpy.testing.assert_allclose(numpy.load(directory / "s.npy"), -numpy.log(bare_run(mlp_path, segments["a"])),
+                                  rtol=2e-5, atol=2e-5)
+    assert main(["score", mlp_path, str(directory / "missing.npz")]) == 2
+    assert "feature file" in capsys.readouterr().err
+
+
+def test_score_reads_the_dump_trainers_hdf(mlp_path, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    x = features(20, 12)
+    with h5py.File(tmp_path / "f.hdf", "w") as file:
+        file["inputs"] = numpy.concatenate([x, x[:5]])
+        file["seqLengths"] = numpy.array([[20, 0], [5, 0]], numpy.int32)
+        file["seqTags"] = numpy.array([b"s/1", b"s/2"])
+    assert main(["score", mlp_path, str(tmp_path / "f.hdf"), "-o", str(tmp_path / "s.npz")]) == 0
+    with numpy.load(tmp_path / "s.npz") as scores:
+        assert scores["s/2"].shape == (5, 30)
+
+
+def test_estimate_prior_in_every_format(mlp_path, feature_files):
+    directory, segments = feature_files
+    assert main(["estimate-prior", mlp_path, str(directory / "feats.npz"), "-o", str(directory / "prior.txt"),
+                 "--all-formats"]) == 0
+    posteriors = numpy.concatenate([bare_run(mlp_path, x) for x in segments.values()]).astype(numpy.float64)
+    expected = numpy.log(posteriors.mean(axis=0))
+    for suffix in ("txt", "xml", "npy"):
+        numpy.testing.assert_allclose(load_prior(str(directory / f"prior.{suffix}")), expected, atol=1e-5)
+
+
+def test_info_and_config_table(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime" in out and "score kernel" in out
+    assert main(["config-table"]) == 0
+    assert "| `prior_scale` | `1.0` |" in capsys.readouterr().out
