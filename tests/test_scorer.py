@@ -351,3 +351,18 @@ def test_module_init_dispatch():
     with pytest.raises(ProtocolError, match="sprint_unit='PythonSegmentOrder'"):
         sprintiface.init(name="Sprint.PythonControl", sprint_unit="PythonSegmentOrder", config="")
     assert callable(sprintiface.init_python_feature_scorer)
+
+
+def test_one_info_line_per_segment_and_log_level(mlp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="sprintiface")
+    scorer = rasr_scorer(f"onnx:{mlp_path}", 12, 30)
+    caplog.clear()
+    score_segment(scorer, features(50, 12))
+    lines = [r.getMessage() for r in caplog.records if r.name == "sprintiface"]
+    assert len(lines) == 1 and "50 frames, compute" in lines[0] and "RTF" in lines[0]
+    quiet = rasr_scorer(f"onnx:{mlp_path},log_level:warning", 12, 30)
+    caplog.clear()
+    score_segment(quiet, features(50, 12))
+    assert not [r for r in caplog.records if r.name == "sprintiface" and r.levelno < logging.WARNING]
