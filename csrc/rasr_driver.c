@@ -11,28 +11,6 @@ static double sf_now_ns(void)
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
-double sf_drive_calls(PyObject *method, PyObject *kwargs_list)
-{
-    Py_ssize_t n = PyList_Size(kwargs_list);
-    if (n < 0)
-        return -1.0;
-    PyObject *empty = PyTuple_New(0);
-    if (!empty)
-        return -1.0;
-    double start = sf_now_ns();
-    for (Py_ssize_t i = 0; i < n; ++i) {
-        PyObject *result = PyObject_Call(method, empty, PyList_GET_ITEM(kwargs_list, i));
-        if (!result) {
-            Py_DECREF(empty);
-            return -1.0;
-        }
-        Py_DECREF(result);
-    }
-    double elapsed = sf_now_ns() - start;
-    Py_DECREF(empty);
-    return n ? elapsed / (double)n : 0.0;
-}
-
 /* Copy one returned row the way RASR's Python::Numpy conversion does. */
 static int sf_copy_row(PyObject *row, float *out, Py_ssize_t classes)
 {
@@ -80,4 +58,9 @@ double sf_drive_get_scores(PyObject *get_scores, PyObject *kwargs_list, float *o
     double elapsed = sf_now_ns() - start;
     Py_DECREF(empty);
     return n ? elapsed / (double)n : 0.0;
+}
+
+double sf_drive_calls(PyObject *method, PyObject *kwargs_list)
+{
+    return sf_drive_get_scores(method, kwargs_list, NULL, 0, 0);
 }
