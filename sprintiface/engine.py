@@ -104,6 +104,18 @@ def _pick(candidates, given: Optional[str], what: str, key: str, all_tensors) ->
         f"set {key} to one of them")
 
 
+def _require_float(tensors, given: Optional[str], what: str, key: str, shape: str, path: str) -> TensorInfo:
+    """The float32 rank-2/3 tensor named ``given``, or the only one there is."""
+    candidates = [t for t in tensors if t.elem_type == _FLOAT and t.rank in (2, 3)]
+    tensor = _pick(candidates, given, what, key, tensors)
+    if tensor is None:
+        raise ModelError(f"ONNX model {path!r}: no float32 {what} of shape {shape}; it has "
+                         f"{', '.join(t.describe() for t in tensors) or 'none'}")
+    if tensor.elem_type != _FLOAT or tensor.rank not in (2, 3):
+        raise ModelError(f"ONNX model {path!r}: {what} {tensor.describe()} must be float32 of shape {shape}")
+    return tensor
+
+
 def inspect_model(path: str, input_name=None, output_name=None, length_name=None, output_kind="auto"):
     """Read ``path`` and decide how to feed it and read it.
 
@@ -123,16 +135,7 @@ def inspect_model(path: str, input_name=None, output_name=None, length_name=None
     inputs = tuple(_tensor_info(v) for v in graph.input if v.name not in initializers)
     outputs = tuple(_tensor_info(v) for v in graph.output)
 
-    float_inputs = [t for t in inputs if t.elem_type == _FLOAT and t.rank in (2, 3)]
-    feature_input = _pick(float_inputs, input_name, "feature input", "input_name", inputs)
-    if feature_input is None:
-        raise ModelError(
-            f"ONNX model {path!r}: no float32 input of shape [B, T, F] or [T, F]; inputs: "
-            f"{', '.join(t.describe() for t in inputs) or 'none'}")
-    if feature_input.elem_type != _FLOAT or feature_input.rank not in (2, 3):
-        raise ModelError(
-            f"ONNX model {path!r}: feature input {feature_input.describe()} must be float32 of shape "
-            f"[B, T, F] or [T, F]")
+    feature_input = _require_float(inputs, input_name, "feature input", "input_name", "[B, T, F] or [T, F]", path)
     integer_inputs = [t for t in inputs if t.elem_type in _INTEGER_TYPES and t.rank in (0, 1)]
     length_input = _pick(integer_inputs, length_name, "sequence-length input", "length_name", inputs)
     if length_input is not None and (length_input.elem_type not in _INTEGER_TYPES or length_input.rank not in (0, 1)):
@@ -145,14 +148,7 @@ def inspect_model(path: str, input_name=None, output_name=None, length_name=None
             f"ONNX model {path!r}: input(s) {', '.join(t.describe() for t in unfed)} are neither the features "
             f"nor the sequence length, and sprintiface cannot feed them")
 
-    float_outputs = [t for t in outputs if t.elem_type == _FLOAT and t.rank in (2, 3)]
-    output = _pick(float_outputs, output_name, "output", "output_name", outputs)
-    if output is None:
-        raise ModelError(
-            f"ONNX model {path!r}: no float32 output of shape [B, T, C] or [T, C]; outputs: "
-            f"{', '.join(t.describe() for t in outputs) or 'none'}")
-    if output.elem_type != _FLOAT or output.rank not in (2, 3):
-        raise ModelError(f"ONNX model {path!r}: output {output.describe()} must be float32 of shape [B, T, C] or [T, C]")
+    output = _require_float(outputs, output_name, "output", "output_name", "[B, T, C] or [T, C]", path)
 
     producer = next((node for node in graph.node if output.name in node.output), None)
     output_op = producer.op_type if producer is not None else None
