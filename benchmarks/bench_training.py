@@ -14,6 +14,8 @@ class SegmentList:
     timeout = 300
 
     def setup(self, ordering):
+        if not hasattr(sprintiface, "getSegmentList"):
+            raise NotImplementedError("sprintiface.getSegmentList is not there yet")
         self.names = [f"corpus/recording-{i // 10}/{i % 10}" for i in range(100_000)]
         rng = numpy.random.default_rng(0)
         self.info = {name: {"nframes": int(n), "time": n / 100} for name, n in zip(self.names, rng.integers(100, 2000, len(self.names)))}
@@ -30,6 +32,8 @@ class TrainerSegment:
     timeout = 300
 
     def setup(self):
+        if not hasattr(sprintiface, "feedInputForwarding"):
+            raise NotImplementedError("the trainer protocol is not there yet")
         sprintiface.init(inputDim=common.INPUT_DIM, outputDim=common.CLASSES, allowDownsampling=False,
                          config=f"action:forward,onnx:{common.model_path('mlp')},log_level:warning",
                          targetMode="forward-only", cudaEnabled=0, cudaActiveGpu=-1)
