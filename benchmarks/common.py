@@ -1,11 +1,19 @@
-"""Models and scorers shared by the asv suite and benchmarks/ratios.py."""
+"""Models and scorers shared by the asv suite and benchmarks/ratios.py.
+
+The model builders and the C call driver come from the repository's tools/
+(not part of the package)."""
 import os
+import sys
 import tempfile
 
 import numpy
 
-import sprintiface
-from sprintiface.models import build_blstm, build_mlp, save_model
+TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+if TOOLS not in sys.path:
+    sys.path.insert(0, TOOLS)
+
+import sprintiface  # noqa: E402
+from onnx_models import build_blstm, build_mlp, save_model  # noqa: E402
 
 INPUT_DIM = 40
 CLASSES = 9001

@@ -4,7 +4,7 @@ issue 2. Run from anywhere with the package installed:
 
     python benchmarks/ratios.py [--quick]
 
-Per-call costs go through sprintiface._rasr_driver (C calls with keyword
+Per-call costs go through tools/rasr_driver (C calls with keyword
 arguments, as RASR makes them; making the arrays and dicts is outside the
 timing). Repetitions are interleaved (ours, theirs, ours, ...) and medians
 compared, so machine noise hits both sides alike. This is a report: it always
@@ -22,8 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy  # noqa: E402
 
 import common  # noqa: E402
-from sprintiface._buffers import score_kernel  # noqa: E402
-from sprintiface._rasr_driver import drive_add_feature, drive_get_scores, drive_reset  # noqa: E402
+from rasr_driver import drive_add_feature, drive_get_scores, drive_reset  # noqa: E402
+
+from sprintiface._buffer import best_score_kernel  # noqa: E402
 
 
 def interleaved(first, second, repeats):
@@ -97,7 +98,7 @@ _PEAK_CHILD = r"""
 import sys
 sys.path.insert(0, {bench!r})
 import common
-from sprintiface._rasr_driver import drive_segment, drive_add_feature, drive_get_scores
+from rasr_driver import drive_segment, drive_add_feature, drive_get_scores
 def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM"):
@@ -137,7 +138,7 @@ def main():
 
     import sprintiface
     print(f"sprintiface {sprintiface.__version__}, onnxruntime {onnxruntime.__version__}, numpy {numpy.__version__}, "
-          f"score kernel {score_kernel()}, 1 intra-op thread, medians of {repeats} interleaved runs")
+          f"score kernel {best_score_kernel()}, 1 intra-op thread, medians of {repeats} interleaved runs")
     rows = hot_path(repeats) + compute(repeats, lengths) + peak_memory()
     width = max(len(row[0]) for row in rows)
     print(f"{'measure':<{width}}  {'ours':>10}  {'theirs':>10}  {'ratio':>6}  target")

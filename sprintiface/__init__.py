@@ -5,17 +5,36 @@ what RASR calls (always with keyword arguments); they keep RETURNN's
 ``returnn.sprint.interface`` names and parameters and delegate at once:
 
 - feature scorer (recognition, alignment): :mod:`sprintiface.scorer`;
-- trainer (nn-trainer with ``trainer = python-trainer``): :mod:`sprintiface.training`;
-- segment ordering (``python-segment-order = true``): :mod:`sprintiface.segment_order`.
+- trainer (nn-trainer with ``trainer = python-trainer``) and segment ordering
+  (``python-segment-order = true``): :mod:`sprintiface.training.session`, whose
+  one :class:`~sprintiface.training.session.TrainingProcess` per process holds
+  the epoch schedule both share.
 
 camelCase names exist only as this compatibility surface.
 """
-from sprintiface import training as _training
+import os as _os
+
+try:
+    from sprintiface import _buffer  # noqa: F401 - the compiled part, built by pip install
+except ImportError as _error:  # pragma: no cover - only in an unbuilt source tree
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    if _os.path.exists(_os.path.join(_here, "_buffer.pyx")):
+        raise ImportError(
+            f"sprintiface was imported from its unbuilt source folder {_here}, not from the installed "
+            f"package: Python puts the working directory first on sys.path. Use the installed command "
+            f"(`sprintiface ...`), run Python from another directory, or build in place with "
+            f"`pip install -e .`") from _error
+    raise
+
 from sprintiface._version import __version__
 from sprintiface.errors import (ConfigError, FeatureError, ModelError, PriorError, ProtocolError,
                                 ScoreError, SprintifaceError, TrainerError)
+from sprintiface.log import logger as _logger
 from sprintiface.scorer import PythonFeatureScorer, init_python_feature_scorer
-from sprintiface.training import dump_flags, get_final_epoch, set_target_mode
+from sprintiface.training.session import TrainingProcess as _TrainingProcess
+
+#: This process's training calls and segment schedule (RASR runs one trainer per process).
+_training = _TrainingProcess()
 
 __all__ = [
     "__version__", "init", "init_python_feature_scorer", "PythonFeatureScorer", "getSegmentList",
@@ -46,22 +65,19 @@ def init(name=None, sprint_unit=None, **kwargs):
 def getSegmentList(corpusName, segmentList, **kwargs):  # noqa: N802,N803
     """RASR's python-segment-order: an iterator over segment names for all epochs.
     Keywords: ``segmentsInfo`` (name -> {"nframes", "time"} or None), ``config``."""
-    from sprintiface.segment_order import get_segment_list
-
-    return get_segment_list(corpusName, segmentList, kwargs.get("segmentsInfo"), kwargs.get("config"))
+    return _training.segment_list(corpusName, segmentList, kwargs.get("segmentsInfo"), kwargs.get("config"))
 
 
 # -- PythonTrainer -----------------------------------------------------------------
 
 def init_python_trainer(inputDim, outputDim, config, targetMode, **kwargs):  # noqa: N803
-    """Start the training session (RASR calls it lazily, with the first segment's data)."""
-    return _training.init_python_trainer(inputDim=inputDim, outputDim=outputDim, config=config,
-                                         targetMode=targetMode, **kwargs)
+    """Start the training session (RASR calls it lazily, with the first segment's data). Returns None."""
+    _training.start(inputDim=inputDim, outputDim=outputDim, config=config, targetMode=targetMode, **kwargs)
 
 
 def exit():  # noqa: A001 - RASR's name
     """RASR's end of training: drain the trainer's queue, finish, join."""
-    _training.exit_training()
+    _training.exit()
 
 
 def feedInput(features, weights=None, segmentName=None):  # noqa: N802,N803
@@ -120,18 +136,37 @@ def features_to_dataset(features, segment_name):
     return convert(features, segment_name)
 
 
+def dump_flags() -> dict:
+    """Log and return the environment flags that decide threading and placement."""
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "PYTHONPATH")
+    flags = {name: _os.environ.get(name) for name in names}
+    for name, value in flags.items():
+        _logger.info("%s = %r", name, value)
+    return flags
+
+
+def set_target_mode(mode):
+    """Override RASR's targetMode for the training session (RETURNN's set_target_mode)."""
+    _training.set_target_mode(mode)
+
+
+def get_final_epoch():
+    """The last epoch (``num_epochs``) of the trainer's or the segment ordering's config."""
+    return _training.final_epoch()
+
+
 def make_criterion_class():
     """The criterion-by-sprint round trip as a class (RETURNN returned a Theano op):
-    :class:`sprintiface.trainers.Trainer`, whose forward/backward hooks receive the
+    :class:`sprintiface.training.Trainer`, whose forward/backward hooks receive the
     posteriors RASR scores and the error signal it sends back."""
-    from sprintiface.trainers import Trainer
+    from sprintiface.training.protocol import Trainer
 
     return Trainer
 
 
 def demo():
     """Replay RASR's scorer protocol and a RASR training run on the shipped model."""
-    from sprintiface.demo import run_scorer_demo, run_training_demo
+    from sprintiface.replay import run_scorer_demo, run_training_demo
 
     run_scorer_demo()
     run_training_demo()

@@ -31,21 +31,28 @@ class Progress:
 
 def _demo(args) -> int:
     if args.trainer:
-        from sprintiface.demo import run_training_demo
+        from sprintiface.replay import run_training_demo
 
         run_training_demo()
     else:
-        from sprintiface.demo import run_scorer_demo
+        from sprintiface.replay import run_scorer_demo
 
         run_scorer_demo(num_segments=args.segments, num_frames=args.frames, seed=args.seed)
     return 0
 
 
-def _check_model(args) -> int:
+def _engine(model: str, output_kind: str):
+    """The engine for ``model``, built as the scorer builds it (from a config)."""
+    from sprintiface.config import load_config
     from sprintiface.engine import OnnxEngine
+
+    return OnnxEngine.from_config(load_config(None, onnx=model, output_kind=output_kind))
+
+
+def _check_model(args) -> int:
     from sprintiface.priors import load_prior
 
-    engine = OnnxEngine(args.model, output_kind=args.output_kind)
+    engine = _engine(args.model, args.output_kind)
     info = engine.interface
     print(f"model {args.model}")
     for tensor in info.inputs:
@@ -82,9 +89,8 @@ def _score(args) -> int:
 
     import sprintiface
     from sprintiface._files import atomic_write
-    from sprintiface.demo import rasr_scorer_calls
-    from sprintiface.engine import OnnxEngine
-    from sprintiface.features import count_segments, read_segments
+    from sprintiface.feature_files import count_segments, read_segments
+    from sprintiface.replay import rasr_scorer_calls
 
     names: List[str] = []
 
@@ -97,8 +103,7 @@ def _score(args) -> int:
     config = f"onnx:{args.model},log_level:warning,buffer_size:{args.buffer_size},output_kind:{args.output_kind}"
     if args.prior:
         config += f",prior_file:{args.prior},prior_scale:{args.prior_scale},prior_space:{args.prior_space}"
-    engine = OnnxEngine.load(args.model, intra_op_threads=1, inter_op_threads=1, input_name=None, output_name=None,
-                             length_name=None, output_kind=args.output_kind)
+    engine = _engine(args.model, args.output_kind)
     engine.bind_input_dim(first.shape[1])
     engine.check_dims(first.shape[1], engine.output_dim)
     output = args.output or args.features.rsplit(".", 1)[0] + ".scores.npz"
@@ -127,11 +132,10 @@ def _score(args) -> int:
 def _estimate_prior(args) -> int:
     import os
 
-    from sprintiface.engine import OnnxEngine
-    from sprintiface.features import count_segments, read_segments
+    from sprintiface.feature_files import count_segments, read_segments
     from sprintiface.priors import estimate_prior, save_prior
 
-    engine = OnnxEngine(args.model, output_kind=args.output_kind)
+    engine = _engine(args.model, args.output_kind)
     frames = (features for _, features in read_segments(args.features))
     progress = Progress(count_segments(args.features), "estimating prior", args.progress or None)
     log_prior = estimate_prior(engine, frames, progress)
@@ -153,7 +157,7 @@ def _info(args) -> int:
     import onnxruntime
 
     import sprintiface
-    from sprintiface._buffers import available_score_kernels, score_kernel
+    from sprintiface._buffer import available_score_kernels, best_score_kernel
     from sprintiface.config import OPTIONS
 
     try:
@@ -165,7 +169,7 @@ def _info(args) -> int:
     print(f"python {platform.python_version()} ({sys.executable})")
     print(f"numpy {numpy.__version__}, onnxruntime {onnxruntime.__version__}, onnx {onnx_version}")
     print(f"onnxruntime providers: {', '.join(onnxruntime.get_available_providers())} (sprintiface uses CPU)")
-    print(f"score kernel: {score_kernel()} (available: {', '.join(available_score_kernels())})")
+    print(f"score kernel: {best_score_kernel()} (this CPU runs: {', '.join(available_score_kernels())})")
     print(f"threads: intra_op_threads={OPTIONS['intra_op_threads'].default}, "
           f"inter_op_threads={OPTIONS['inter_op_threads'].default} unless set in pymod-config; "
           f"{os.cpu_count()} CPUs here")
@@ -193,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="replay a RASR training run (segment list over 2 epochs, dump trainer) instead")
     demo.set_defaults(run=_demo)
 
-    kinds = ("auto", "probs", "log_probs", "logits", "scores")
+    from sprintiface.scores import OUTPUT_KINDS
+
+    kinds = ("auto",) + OUTPUT_KINDS
     check = commands.add_parser("check-model", help="what a model takes and gives, and the RASR settings it needs")
     check.add_argument("model")
     check.add_argument("--input-dim", type=int, help="RASR's feature-dimension, checked against the model")

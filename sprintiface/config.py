@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from sprintiface.errors import ConfigError
+from sprintiface.scores import OUTPUT_KINDS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -133,7 +134,7 @@ OPTIONS: Dict[str, Option] = _options(
     Option("output_kind", "auto", _to_str, "What the output holds: probs (softmax posteriors), "
            "log_probs, logits (log-softmax is applied) or scores (-log space, used as is). auto reads "
            "it from the node that makes the output (Softmax, LogSoftmax) and asks otherwise.",
-           choices=("auto", "probs", "log_probs", "logits", "scores")),
+           choices=("auto",) + OUTPUT_KINDS),
     Option("intra_op_threads", 1, _to_int, "ONNX Runtime threads inside one operator; 0 means "
            "ONNX Runtime's default (all cores). Keep 1 when one RASR process runs per core.", minimum=0),
     Option("inter_op_threads", 1, _to_int, "ONNX Runtime threads across operators; 0 means "
@@ -151,7 +152,7 @@ OPTIONS: Dict[str, Option] = _options(
     # -- training (PythonTrainer)
     Option("trainer", "dump", _to_str, "With action train: the trainer that receives the segments: "
            "dump (write them to dump_file), or package.module:factory for your own "
-           "(see sprintiface.trainers.Trainer)."),
+           "(see sprintiface.training.Trainer)."),
     Option("dump_file", None, _to_str, "HDF5 file the dump trainer writes, in RETURNN's HDFDataset "
            "layout (needs h5py: pip install sprintiface[hdf5]).", is_path=True),
     Option("checkpoint_dir", None, _to_str, "Directory for checkpoints: after each epoch the trainer "

@@ -1,243 +1,34 @@
-"""The ONNX engine: one ONNX Runtime session for a frame-synchronous acoustic model.
+"""The ONNX Runtime engine: one inference session for a frame-synchronous acoustic model.
 
-What it accepts:
-
-- a feature input of shape [B, T, F] (B = 1 is fed) or [T, F], float32;
-- optionally a sequence-length input of shape [B] or [] (int32/int64), fed T
-  (RETURNN exports call it ``data:size1``, RASR's ONNX scorer ``features-size``);
-- an output of shape [B, T, C] or [T, C], float32.
-
-Names are detected when unambiguous, else given by ``input_name``,
-``length_name``, ``output_name``.
-
-What the output holds (``output_kind``) decides how it becomes a -log score.
-When the output is made by a final Softmax or LogSoftmax over the class axis,
-that node is cut off and the engine serves its input, the logits: the scorer
-then applies -log_softmax in place (sprintiface._buffers / csrc), which is
-both cheaper (no T x C temporary inside ONNX Runtime, no log of an underflowed
-probability) and numerically better than -log(softmax(x)).
+Every caller (the feature scorer, the trainer's forwarding, the command line)
+gets its engine from :meth:`OnnxEngine.from_config`: one session per model and
+session setting per process. What the model takes and gives, and the cut of
+its final softmax, are :mod:`sprintiface.graph`'s; this module only runs it.
 """
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import numpy
 
+from sprintiface import graph
+from sprintiface.config import Config, resolve_model_path
 from sprintiface.errors import ModelError
+from sprintiface.graph import LENGTH_DTYPES, ModelInterface
 
 #: Frames of the warm-up run at load time (so the first segment is not slow).
 WARMUP_FRAMES = 16
-
-_FLOAT = 1  # onnx.TensorProto.FLOAT
-_INT32 = 6
-_INT64 = 7
-_INTEGER_TYPES = {_INT32: numpy.int32, _INT64: numpy.int64}
-_OUTPUT_KIND_OF_OP = {"Softmax": "probs", "LogSoftmax": "log_probs"}
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """Name, element type (onnx.TensorProto enum) and shape (int, str or None per axis)."""
-
-    name: str
-    elem_type: int
-    shape: Optional[Tuple[object, ...]]
-
-    @property
-    def rank(self) -> Optional[int]:
-        return None if self.shape is None else len(self.shape)
-
-    def describe(self) -> str:
-        import onnx
-
-        type_name = onnx.TensorProto.DataType.Name(self.elem_type) if self.elem_type else "?"
-        shape = "?" if self.shape is None else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
-        return f"{self.name!r} {type_name.lower()} {shape}"
-
-
-def _tensor_info(value_info) -> TensorInfo:
-    tensor_type = value_info.type.tensor_type
-    shape = None
-    if tensor_type.HasField("shape"):
-        shape = tuple(
-            dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or None)
-            for dim in tensor_type.shape.dim
-        )
-    return TensorInfo(value_info.name, tensor_type.elem_type, shape)
-
-
-@dataclass(frozen=True)
-class ModelInterface:
-    """What the engine found out about a model (see ``OnnxEngine.describe``)."""
-
-    path: str
-    inputs: Tuple[TensorInfo, ...]
-    outputs: Tuple[TensorInfo, ...]
-    feature_input: TensorInfo
-    length_input: Optional[TensorInfo]
-    output: TensorInfo
-    output_op: Optional[str]
-    output_kind: str      # what the model's output holds (probs, log_probs, logits, scores)
-    served_kind: str      # what the session returns after a final Softmax/LogSoftmax is cut
-    served_output: str    # name of the tensor the session returns
-    logit_bias: Optional[numpy.ndarray]  # float32 (C,): a final bias Add cut with the softmax
-    input_dim: Optional[int]
-    output_dim: Optional[int]
-
-
-def _pick(candidates, given: Optional[str], what: str, key: str, all_tensors) -> Optional[TensorInfo]:
-    names = ", ".join(t.describe() for t in all_tensors) or "none"
-    if given is not None:
-        for tensor in all_tensors:
-            if tensor.name == given:
-                return tensor
-        raise ModelError(f"{key}={given!r}: the model has no such {what}; it has {names}")
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        return None
-    raise ModelError(
-        f"the model has several candidates for the {what} ({', '.join(t.describe() for t in candidates)}); "
-        f"set {key} to one of them")
-
-
-def _require_float(tensors, given: Optional[str], what: str, key: str, shape: str, path: str) -> TensorInfo:
-    """The float32 rank-2/3 tensor named ``given``, or the only one there is."""
-    candidates = [t for t in tensors if t.elem_type == _FLOAT and t.rank in (2, 3)]
-    tensor = _pick(candidates, given, what, key, tensors)
-    if tensor is None:
-        raise ModelError(f"ONNX model {path!r}: no float32 {what} of shape {shape}; it has "
-                         f"{', '.join(t.describe() for t in tensors) or 'none'}")
-    if tensor.elem_type != _FLOAT or tensor.rank not in (2, 3):
-        raise ModelError(f"ONNX model {path!r}: {what} {tensor.describe()} must be float32 of shape {shape}")
-    return tensor
-
-
-def inspect_model(path: str, input_name=None, output_name=None, length_name=None, output_kind="auto"):
-    """Read ``path`` and decide how to feed it and read it.
-
-    Returns ``(interface, model_bytes_or_None)``: bytes of the rewritten model
-    when a final Softmax/LogSoftmax was cut, else None (load the file as is).
-    """
-    import onnx
-
-    try:
-        model = onnx.load(path)
-    except FileNotFoundError:
-        raise ModelError(f"ONNX model {path!r} does not exist") from None
-    except Exception as error:  # onnx raises DecodeError, OSError, ValueError, ...
-        raise ModelError(f"ONNX model {path!r} cannot be read: {error}") from None
-    graph = model.graph
-    initializers = {init.name for init in graph.initializer}
-    inputs = tuple(_tensor_info(v) for v in graph.input if v.name not in initializers)
-    outputs = tuple(_tensor_info(v) for v in graph.output)
-
-    feature_input = _require_float(inputs, input_name, "feature input", "input_name", "[B, T, F] or [T, F]", path)
-    integer_inputs = [t for t in inputs if t.elem_type in _INTEGER_TYPES and t.rank in (0, 1)]
-    length_input = _pick(integer_inputs, length_name, "sequence-length input", "length_name", inputs)
-    if length_input is not None and (length_input.elem_type not in _INTEGER_TYPES or length_input.rank not in (0, 1)):
-        raise ModelError(
-            f"ONNX model {path!r}: length input {length_input.describe()} must be int32/int64 of shape [B] or []")
-    fed = {feature_input.name} | ({length_input.name} if length_input else set())
-    unfed = [t for t in inputs if t.name not in fed]
-    if unfed:
-        raise ModelError(
-            f"ONNX model {path!r}: input(s) {', '.join(t.describe() for t in unfed)} are neither the features "
-            f"nor the sequence length, and sprintiface cannot feed them")
-
-    output = _require_float(outputs, output_name, "output", "output_name", "[B, T, C] or [T, C]", path)
-
-    producer = next((node for node in graph.node if output.name in node.output), None)
-    output_op = producer.op_type if producer is not None else None
-    if output_kind == "auto":
-        if output_op not in _OUTPUT_KIND_OF_OP:
-            raise ModelError(
-                f"ONNX model {path!r}: cannot tell what output {output.name!r} holds (it is made by "
-                f"{output_op or 'no node'}, not Softmax or LogSoftmax); set output_kind to one of "
-                f"probs, log_probs, logits, scores")
-        output_kind = _OUTPUT_KIND_OF_OP[output_op]
-
-    served_kind, served_output, logit_bias, rewritten = output_kind, output.name, None, None
-    if producer is not None and _OUTPUT_KIND_OF_OP.get(output_op) == output_kind and \
-            _normalises_last_axis(producer, output.rank, model) and _readers(graph, output.name) == 1:
-        cut = [producer]
-        logits = producer.input[0]
-        bias_add = _bias_add(graph, logits, output.shape[-1])
-        if bias_add is not None:
-            add_node, logits, logit_bias = bias_add
-            cut.append(add_node)
-        if logits not in {t.name for t in inputs} | initializers:
-            for node in cut:
-                graph.node.remove(node)
-            for value_info in graph.output:
-                if value_info.name == output.name:
-                    value_info.name = logits
-            try:
-                rewritten = model.SerializeToString()
-                served_kind, served_output = "logits", logits
-            except ValueError:  # over protobuf's 2 GB: serve the model as it is
-                rewritten, logit_bias = None, None
-        else:
-            logit_bias = None
-
-    input_dim = feature_input.shape[-1] if isinstance(feature_input.shape[-1], int) and feature_input.shape[-1] > 0 else None
-    output_dim = output.shape[-1] if isinstance(output.shape[-1], int) and output.shape[-1] > 0 else None
-    interface = ModelInterface(
-        path=path, inputs=inputs, outputs=outputs, feature_input=feature_input, length_input=length_input,
-        output=output, output_op=output_op, output_kind=output_kind, served_kind=served_kind,
-        served_output=served_output, logit_bias=logit_bias, input_dim=input_dim, output_dim=output_dim)
-    return interface, rewritten
-
-
-def _readers(graph, name: str) -> int:
-    """Nodes that read tensor ``name``, plus one if it is a graph output."""
-    return sum(name in node.input for node in graph.node) + sum(name == o.name for o in graph.output)
-
-
-def _bias_add(graph, name: str, classes):
-    """``(add_node, other_input, bias)`` when ``name`` is made by Add(x, b) with b a
-    float32 initializer of ``classes`` values (shape [C], [1, C] or [1, 1, C]) and
-    only the softmax reads ``name``; else None. Cutting this Add too lets ONNX
-    Runtime write the last MatMul straight into the score matrix (no (T, C)
-    temporary); the bias is added inside the score loop instead."""
-    from onnx import numpy_helper
-
-    node = next((n for n in graph.node if name in n.output), None)
-    if node is None or node.op_type != "Add" or len(node.input) != 2 or _readers(graph, name) != 1:
-        return None
-    initializers = {init.name: init for init in graph.initializer}
-    for bias_index in (1, 0):
-        bias_name, other = node.input[bias_index], node.input[1 - bias_index]
-        init = initializers.get(bias_name)
-        if init is None or other in initializers or init.data_type != _FLOAT:
-            continue
-        bias = numpy_helper.to_array(init)
-        is_class_vector = bias.ndim >= 1 and bias.size == bias.shape[-1]
-        if is_class_vector and (not isinstance(classes, int) or bias.shape[-1] == classes):
-            return node, other, numpy.ascontiguousarray(bias.reshape(-1), dtype=numpy.float32)
-    return None
-
-
-def _normalises_last_axis(node, rank: int, model) -> bool:
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    axis = -1 if opset >= 13 else 1
-    for attribute in node.attribute:
-        if attribute.name == "axis":
-            axis = attribute.i
-    # Before opset 13 Softmax flattens to 2-D at `axis`; at the last axis that is
-    # the same per-frame normalisation.
-    return axis in (-1, rank - 1)
 
 
 class OnnxEngine:
     """One ONNX Runtime session plus what is needed to feed it RASR's frames.
 
-    Use :meth:`load` (one session per model and thread setting per process) or
-    the constructor. ``kind`` is what :meth:`run_into` writes: ``logits``,
-    ``probs``, ``log_probs`` or ``scores`` (see sprintiface._buffers.OUTPUT_KINDS).
+    ``interface`` (sprintiface.graph.ModelInterface) says what is fed and read;
+    ``kind`` is what :meth:`forward` and :meth:`run_into` give (the served
+    output kind: ``logits`` when a final softmax was cut), ``logit_bias`` a cut
+    bias the score kernel adds (float32 (C,)) or None.
     """
 
     _cache: Dict[tuple, "OnnxEngine"] = {}
@@ -249,7 +40,17 @@ class OnnxEngine:
         import onnxruntime
 
         self.path = path
-        self.interface, rewritten = inspect_model(path, input_name, output_name, length_name, output_kind)
+        model = graph.load(path)
+        interface = graph.describe(model, path, input_name, output_name, length_name, output_kind)
+        served = graph.cut_normalisation(model, interface)
+        source = path
+        if served.cut:
+            try:
+                source = model.SerializeToString()
+                interface = served
+            except ValueError:  # over protobuf's 2 GB: serve the model as it is
+                pass
+        del model
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
@@ -263,24 +64,27 @@ class OnnxEngine:
         # Failures are raised as ModelError with ONNX Runtime's message; no stderr noise.
         options.log_severity_level = 4
         try:
-            self.session = onnxruntime.InferenceSession(
-                rewritten if rewritten is not None else path, options, providers=["CPUExecutionProvider"])
+            self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as error:
             raise ModelError(f"ONNX Runtime cannot load {path!r}: {error}") from None
-        del rewritten
-        info = self.interface
-        self.kind = info.served_kind
-        #: float32 (C,) bias the scorer adds to the logits (a cut final Add), or None.
-        self.logit_bias = info.logit_bias
-        self.batched = info.feature_input.rank == 3
-        self.output_batched = info.output.rank == 3
-        self.input_dim = info.input_dim
-        self._length_dtype = _INTEGER_TYPES[info.length_input.elem_type] if info.length_input else None
-        self.output_dim = self._warm_up(self.input_dim) if self.input_dim else info.output_dim
+        del source
+        self.interface: ModelInterface = interface
+        self.kind = interface.served_kind
+        self.logit_bias = interface.logit_bias
+        self.batched = interface.feature_input.rank == 3
+        self.output_batched = interface.output.rank == 3
+        self.input_dim = interface.input_dim
+        self._length_dtype = LENGTH_DTYPES[interface.length_input.elem_type] if interface.length_input else None
+        self.output_dim = self._warm_up(self.input_dim) if self.input_dim else interface.output_dim
 
     @classmethod
-    def load(cls, path: str, **options) -> "OnnxEngine":
-        """The process-wide engine for ``path`` with these options (made on first use)."""
+    def from_config(cls, config: Config) -> "OnnxEngine":
+        """The process-wide engine for the model and session settings ``config`` names
+        (``onnx`` or ``model``/``epoch``; names, ``output_kind``, threads); made on first use."""
+        path = resolve_model_path(config)
+        options = dict(intra_op_threads=config.intra_op_threads, inter_op_threads=config.inter_op_threads,
+                       input_name=config.input_name, output_name=config.output_name,
+                       length_name=config.length_name, output_kind=config.output_kind)
         key = (os.path.realpath(path), tuple(sorted(options.items())))
         with cls._cache_lock:
             engine = cls._cache.get(key)
@@ -303,36 +107,15 @@ class OnnxEngine:
         return feeds
 
     def forward(self, frames: numpy.ndarray) -> numpy.ndarray:
-        """Run on float32 (T, F) frames; returns a fresh float32 (T', C) array of ``kind``.
-
-        T' may be below T for a downsampling model.
-        """
+        """Run on float32 (T, F) frames; returns a fresh float32 (T', C) C-contiguous array
+        of the served output (``kind``, without ``logit_bias``; T' < T for a downsampling
+        model). :func:`sprintiface.scores.neg_log_scores` turns it into scores."""
         try:
             (output,) = self.session.run([self.interface.served_output], self._feeds(frames))
         except Exception as error:
-            raise ModelError(
-                f"ONNX model {self.path!r} failed on {frames.shape[0]} frames of dim {frames.shape[1]}: {error}") from None
-        if self.output_batched:
-            output = output[0]
-        if self.logit_bias is not None:
-            output += self.logit_bias
-        return output
-
-    def posteriors(self, frames: numpy.ndarray) -> numpy.ndarray:
-        """p(c|x) for float32 (T, F) frames: a fresh float32 (T', C) array, +prob space, no prior.
-
-        For an output of -log scores this is exp(-scores).
-        """
-        output = self.forward(frames)
-        if self.kind == "logits":
-            output -= output.max(axis=1, keepdims=True)
-            numpy.exp(output, out=output)
-            output /= output.sum(axis=1, keepdims=True)
-        elif self.kind == "log_probs":
-            numpy.exp(output, out=output)
-        elif self.kind == "scores":
-            numpy.exp(-output, out=output)
-        return output
+            raise ModelError(f"ONNX model {self.path!r} failed on {frames.shape[0]} frames of dim "
+                             f"{frames.shape[1]}: {error}") from None
+        return numpy.ascontiguousarray(output[0] if self.output_batched else output)
 
     def bind_input_dim(self, input_dim: int) -> None:
         """For a model with a dynamic feature axis: fix it at ``input_dim`` and learn the
@@ -360,7 +143,8 @@ class OnnxEngine:
 
     def run_into(self, binding: "Binding", frames_address: int, num_frames: int, out_address: int) -> None:
         """Run on ``num_frames`` float32 frames at ``frames_address`` ((T, input_dim) row-major,
-        read in place) and write the output, float32 (T, output_dim) row-major, to ``out_address``."""
+        read in place) and write the served output, float32 (T, output_dim) row-major, to
+        ``out_address``. The caller keeps both blocks alive and unmoved meanwhile."""
         io = binding.io
         shape = [1, num_frames, self.input_dim] if self.batched else [num_frames, self.input_dim]
         io.bind_input(self.interface.feature_input.name, "cpu", 0, numpy.float32, shape, frames_address)
@@ -377,7 +161,8 @@ class OnnxEngine:
             if "computed output shape" in message:
                 raise ModelError(
                     f"ONNX model {self.path!r} does not give one score row per frame: {num_frames} frames "
-                    f"in, a different shape out ({message.split('but the computed output shape for this run is')[-1].split('.')[0].strip()}); "
+                    f"in, a different shape out "
+                    f"({message.split('but the computed output shape for this run is')[-1].split('.')[0].strip()}); "
                     f"the feature scorer needs [B, T, C] with T equal to the input's T") from None
             raise ModelError(f"ONNX model {self.path!r} failed on {num_frames} frames: {message}") from None
 

@@ -126,10 +126,13 @@ def save_prior(path: str, log_prior: numpy.ndarray) -> None:
 def estimate_prior(engine, segments, progress=None) -> numpy.ndarray:
     """log p(s) as the mean of the model's posteriors over all frames of ``segments``
     (an iterable of float32 (T, F) arrays), streaming: one segment in memory at a time.
-    Returns float32 (C,), +log space."""
+    The posteriors come from the same -log transform the scorer applies
+    (sprintiface.scores). Returns float32 (C,), +log space."""
+    from sprintiface.scores import model_posteriors
+
     total, frames = None, 0
     for features in segments:
-        posteriors = engine.posteriors(features)
+        posteriors = model_posteriors(engine, features)
         sums = posteriors.sum(axis=0, dtype=numpy.float64)
         total = sums if total is None else total + sums
         frames += posteriors.shape[0]

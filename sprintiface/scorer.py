@@ -1,6 +1,6 @@
 """The PythonFeatureScorer RASR talks to in recognition and alignment.
 
-Per RASR buffer (a segment, or a chunk of at most ``buffer_size`` frames)::
+Per RASR buffer (a segment; see ``buffer_size`` for chunks)::
 
     add_feature(feature=..., time=0), add_feature(..., time=1), ...   # C copies
     compute(num_frames=T)       # one ONNX Runtime run over the (T, F) block, in place
@@ -9,34 +9,28 @@ Per RASR buffer (a segment, or a chunk of at most ``buffer_size`` frames)::
 
 Scores are in -log space (lower is better):
 ``score[t, c] = -log p(c | x) + prior_scale * log p(c)``.
-``add_feature`` and ``get_scores`` are implemented in C/Cython by the base
-class (sprintiface._buffers.ScorerBuffers); everything here runs once per
-buffer or once per job.
+
+The scorer holds a compiled :class:`sprintiface._buffer.FrameBuffer` (frames
+in, score rows out) and, from ``init`` on, RASR's two per-frame calls are that
+buffer's methods, bound on the scorer: they never enter a Python frame.
+Everything here runs once per buffer or once per job, and holds the
+protocol's rules: what a reset forgives, what compute needs, what is logged.
 """
 from __future__ import annotations
 
 import logging
+import operator
 import time as _time
 from typing import Callable, Optional
 
 import numpy
 
-from sprintiface._buffers import ScorerBuffers
-from sprintiface.config import Config, load_config, require_file, resolve_model_path
+from sprintiface._buffer import FrameBuffer
+from sprintiface.config import Config, load_config, require_file
 from sprintiface.engine import OnnxEngine
-from sprintiface.errors import ConfigError, ModelError, ProtocolError, ScoreError
+from sprintiface.errors import ConfigError, FeatureError, ProtocolError, ScoreError
+from sprintiface.log import configure_logging, logger
 from sprintiface.priors import load_prior
-
-logger = logging.getLogger("sprintiface")
-
-
-def configure_logging(config: Config) -> None:
-    """Apply ``log_level``; add a stderr handler when the host (RASR) set none up."""
-    logger.setLevel(config.log_level.upper())
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("sprintiface: %(message)s"))
-        logger.addHandler(handler)
 
 
 def init_python_feature_scorer(config: str, **kwargs) -> "PythonFeatureScorer":
@@ -48,7 +42,17 @@ def init_python_feature_scorer(config: str, **kwargs) -> "PythonFeatureScorer":
     return PythonFeatureScorer(config=parsed, **kwargs)
 
 
-class PythonFeatureScorer(ScorerBuffers):
+def _count(value, call: str, name: str = "num_frames") -> int:
+    """``value`` as a frame count (an int, not a bool); ProtocolError naming ``name`` otherwise."""
+    if isinstance(value, bool):
+        raise ProtocolError(f"{call}: expected {name} to be an int, got bool {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ProtocolError(f"{call}: expected {name} to be an int, got {type(value).__name__} {value!r}") from None
+
+
+class PythonFeatureScorer:
     """RASR's PythonFeatureScorer on an ONNX model.
 
     ``callback``, ``version_number``, ``reference`` are what RASR passes to the
@@ -63,17 +67,22 @@ class PythonFeatureScorer(ScorerBuffers):
             config = ",".join(f"{key}:{value}" for key, value in (sprint_opts or {}).items())
         if isinstance(config, str):
             config = load_config(config)
-        self._config = config
+        self._config: Config = config
         self.callback = callback
         self.version_number = version_number
         self.sprint_opts = dict(config.raw)
         self.input_dim: Optional[int] = None
         self.output_dim: Optional[int] = None
+        #: prior_scale * log p(c), float32 (output_dim,), or None without a prior.
         self.prior_term: Optional[numpy.ndarray] = None
-        self._class_term: Optional[numpy.ndarray] = None
         self.segment_count = 0
         self._engine: Optional[OnnxEngine] = None
         self._binding = None
+        self._buffer: Optional[FrameBuffer] = None
+        # A compute() of ours that raised, and the buffer's count of refused per-frame
+        # calls at the last reset: after either, reset() forgives a count that disagrees.
+        self._failed = False
+        self._rejected_seen = 0
         configure_logging(config)
 
     # -- once per job ---------------------------------------------------------
@@ -88,25 +97,21 @@ class PythonFeatureScorer(ScorerBuffers):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ProtocolError(f"init: expected {name} to be an integer > 0, got {value!r}")
         config = self._config
-        engine = OnnxEngine.load(
-            resolve_model_path(config), intra_op_threads=config.intra_op_threads,
-            inter_op_threads=config.inter_op_threads, input_name=config.input_name,
-            output_name=config.output_name, length_name=config.length_name, output_kind=config.output_kind)
+        engine = OnnxEngine.from_config(config)
         engine.check_dims(input_dim, output_dim)
         self.prior_term = self._load_prior_term(output_dim)
-        # -bias: the cut bias Add is undone in the affine pass (csrc/sprintiface.h)
-        self._class_term = self.prior_term
-        if engine.logit_bias is not None:
-            term = -engine.logit_bias if self.prior_term is None else self.prior_term - engine.logit_bias
-            self._class_term = numpy.ascontiguousarray(term, dtype=numpy.float32)
         self.input_dim, self.output_dim = input_dim, output_dim
         self._engine = engine
         self._binding = engine.new_binding()
-        self._init_buffers(input_dim, output_dim, config.buffer_size)
-        logger.info("scorer ready: model %s, %d -> %d (%s), prior %s, buffer_size %d, threads %d/%d",
-                    engine.path, input_dim, output_dim, engine.interface.output_kind,
+        self._buffer = buffer = FrameBuffer(input_dim, output_dim, config.buffer_size)
+        self._failed, self._rejected_seen = False, 0
+        # RASR's per-frame calls go straight to the compiled buffer.
+        self.add_feature = buffer.add_feature
+        self.get_scores = buffer.get_scores
+        logger.info("scorer ready: model %s, %d -> %d (%s), prior %s, buffer_size %d, threads %d/%d, "
+                    "score kernel %s", engine.path, input_dim, output_dim, engine.interface.output_kind,
                     f"{config.prior_file} x {config.prior_scale:g}" if self.prior_term is not None else "none",
-                    config.buffer_size, config.intra_op_threads, config.inter_op_threads)
+                    config.buffer_size, config.intra_op_threads, config.inter_op_threads, buffer.kernel)
 
     def _load_prior_term(self, output_dim: int) -> Optional[numpy.ndarray]:
         """prior_scale * log p(c), float32 (output_dim,), or None without a prior."""
@@ -125,11 +130,25 @@ class PythonFeatureScorer(ScorerBuffers):
     def exit(self) -> None:
         """Called by RASR when it shuts the scorer down."""
         logger.debug("scorer exit after %d segments", self.segment_count)
-        self.clear_buffers()
+        if self._buffer is not None:
+            self._buffer.clear()
 
     def get_feature_buffer_size(self) -> int:
         """Called by RASR: frames per buffer; -1 is no limit (whole segments)."""
         return self._config.buffer_size
+
+    # -- per frame: the compiled buffer's methods, bound by init() ---------------
+
+    def add_feature(self, feature, time) -> None:
+        """Called by RASR per frame: copy ``feature`` (float32 (input_dim,)) into the
+        buffer at ``time`` (frames so far). Served by the compiled buffer after init()."""
+        raise ProtocolError("add_feature() before init(input_dim, output_dim)")
+
+    def get_scores(self, time) -> numpy.ndarray:
+        """Called by RASR: the -log scores of frame ``time``, a float32 (output_dim,) view
+        (no copy), valid until the next compute() or reset(). Served by the compiled
+        buffer after init()."""
+        raise ProtocolError("get_scores() before init(input_dim, output_dim)")
 
     # -- once per buffer --------------------------------------------------------
 
@@ -139,49 +158,63 @@ class PythonFeatureScorer(ScorerBuffers):
         One ONNX Runtime run reads the frame block in place and writes into the
         score matrix; the -log transform and the prior are applied there in place.
         """
-        frames = self._require_frames(num_frames, "compute")
+        buffer, engine = self._require_buffer("compute"), self._engine
+        num_frames = _count(num_frames, "compute")
+        if num_frames != buffer.count or num_frames <= 0:
+            self._failed = True
+            raise ProtocolError(f"compute(num_frames={num_frames}): the buffer holds {buffer.count} frames; "
+                                f"expected num_frames == {buffer.count} > 0")
+        bad_value = buffer.find_non_finite()
+        if bad_value is not None:
+            self._failed = True
+            frame, index = bad_value
+            raise FeatureError(f"compute: the feature of frame {frame} (time {frame}) holds "
+                               f"{buffer.frames()[frame, index]} at index {index}; expected finite values")
         started = _time.perf_counter()
-        self.score_window(num_frames)
+        frames_address, scores_address = buffer.open_window()
         try:
-            self._engine.run_into(self._binding, frames.address, num_frames, self.scores_address)
-        except ModelError:
-            self.failed = True
+            engine.run_into(self._binding, frames_address, num_frames, scores_address)
+        except BaseException:
+            buffer.abandon_window()
+            self._failed = True
             raise
-        bad = self.finish_scores(num_frames, self._engine.kind, self._engine.logit_bias, self._class_term)
+        bad = buffer.finish_window(engine.kind, engine.logit_bias, self.prior_term)
         if bad >= 0:
-            self.failed = True
+            self._failed = True
             raise ScoreError(
                 f"the model gave non-finite scores for segment {self.get_segment_name()!r} at frame {bad} "
-                f"(of {num_frames}; output kind {self._engine.kind})")
+                f"(of {num_frames}; output kind {engine.kind})")
         if logger.isEnabledFor(logging.INFO):
             elapsed = _time.perf_counter() - started
             # RASR's frames are 10 ms apart: the real-time factor RASR's ONNX scorer reports.
             logger.info("%s: %d frames, compute %.1f ms, RTF %.4f", self.get_segment_name(),
                         num_frames, elapsed * 1e3, elapsed / (num_frames * 0.01))
 
-    def _require_frames(self, num_frames, caller: str):
-        frames = self.frames
-        if frames is None:
-            raise ProtocolError(f"{caller}() before init(input_dim, output_dim)")
-        if num_frames != frames.count or num_frames <= 0:
-            self.failed = True
-            raise ProtocolError(
-                f"{caller}(num_frames={num_frames}): the buffer holds {frames.count} frames; "
-                f"expected num_frames == {frames.count} > 0")
-        return frames
+    def _require_buffer(self, call: str) -> FrameBuffer:
+        if self._buffer is None:
+            raise ProtocolError(f"{call}() before init(input_dim, output_dim)")
+        return self._buffer
 
     def reset(self, num_frames: int) -> None:
         """Called by RASR: drop the buffer of ``num_frames`` frames (0 allowed).
 
         The buffer is cleared even when the count disagrees (then a
-        ProtocolError follows), so the next segment is served normally.
+        ProtocolError follows), so the next segment is served normally; after
+        a call that raised, a disagreeing count is forgiven.
         """
-        held = self.frames.count if self.frames is not None else 0
-        failed = self.failed
+        num_frames = _count(num_frames, "reset")
+        buffer = self._buffer
+        if buffer is None:
+            if num_frames != 0:
+                raise ProtocolError(f"reset(num_frames={num_frames}) before init(input_dim, output_dim)")
+            return
+        held = buffer.count
+        forgiven = self._failed or buffer.rejected != self._rejected_seen
+        buffer.clear()
+        self._failed, self._rejected_seen = False, buffer.rejected
         if held:
             self.segment_count += 1
-        self.clear_buffers()
-        if num_frames != held and not failed:
+        if num_frames != held and not forgiven:
             raise ProtocolError(f"reset(num_frames={num_frames}): the buffer held {held} frames")
 
     # -- RETURNN's PythonFeatureScorer API beyond what RASR calls --------------
@@ -192,15 +225,18 @@ class PythonFeatureScorer(ScorerBuffers):
 
     def get_features(self, num_frames: Optional[int] = None) -> numpy.ndarray:
         """The buffered features, float32 (input_dim, num_frames): a view, no copy."""
-        frames = self._require_frames(num_frames if num_frames is not None else len(self.frames or ()),
-                                      "get_features")
-        return frames.window().T
+        buffer = self._require_buffer("get_features")
+        if num_frames is not None and _count(num_frames, "get_features") != buffer.count:
+            raise ProtocolError(f"get_features(num_frames={num_frames}): the buffer holds {buffer.count} frames")
+        return buffer.frames().T
 
     def get_posteriors(self, num_frames: Optional[int] = None) -> numpy.ndarray:
         """Posteriors p(c|x) of the buffered frames, float32 (output_dim, num_frames) (+prob space,
-        no prior). For an output_kind of scores this is exp(-scores)."""
+        no prior), by the same -log transform the scores come from (exp(-score))."""
+        from sprintiface.scores import model_posteriors
+
         features = self.get_features(num_frames)
-        return self._engine.posteriors(numpy.ascontiguousarray(features.T)).T
+        return model_posteriors(self._engine, numpy.ascontiguousarray(features.T)).T
 
     def features_to_dataset(self, num_frames: Optional[int] = None):
         """``(dataset, seq_idx)``: the buffered features as a one-segment in-memory dataset."""

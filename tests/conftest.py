@@ -1,10 +1,18 @@
-"""Shared fixtures: real ONNX models written to real files, and RASR-like calls."""
+"""Shared fixtures: real ONNX models written to real files, and RASR-like calls.
+
+The model builders and the C call driver live in tools/ (not in the package).
+"""
+import os
+import sys
+
 import numpy
 import onnxruntime
 import pytest
 
-import sprintiface
-from sprintiface.models import build_blstm, build_mlp, save_model
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+
+import sprintiface  # noqa: E402
+from onnx_models import build_blstm, build_mlp, save_model  # noqa: E402
 
 
 @pytest.fixture
@@ -76,5 +84,19 @@ def onnx_model(graph, opset=17):
     return model
 
 
+def make_engine(path, **keys):
+    """The engine for ``path`` as every caller gets it: from a config."""
+    from sprintiface.config import load_config
+    from sprintiface.engine import OnnxEngine
+
+    return OnnxEngine.from_config(load_config(None, onnx=path, **keys))
+
+
 def features(num_frames, dim, seed=0):
     return numpy.random.default_rng(seed).standard_normal((num_frames, dim)).astype(numpy.float32)
+
+
+def pytest_configure(config):
+    # The tests are of the installed package; the source folder has no compiled part.
+    # (Importing sprintiface above already failed, with a message, if it was shadowed.)
+    assert os.path.exists(os.path.join(os.path.dirname(sprintiface.__file__), "models", "demo.onnx"))

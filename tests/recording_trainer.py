@@ -3,7 +3,7 @@ import os
 
 import numpy
 
-from sprintiface.trainers import Trainer
+from sprintiface.training import Trainer
 
 CALLS = []
 

@@ -1,10 +1,22 @@
-"""Properties of the per-frame hot path: no Python-level allocation, geometric growth."""
+"""Properties of the per-frame hot path: no Python-level allocation, geometric growth,
+RASR's per-frame calls served by the compiled buffer."""
 import tracemalloc
 
 import numpy
 from conftest import features, rasr_scorer, score_segment
 
-from sprintiface._buffers import FrameBuffer
+from sprintiface._buffer import FrameBuffer
+
+
+def test_per_frame_calls_are_the_compiled_buffers_methods(mlp_path):
+    scorer = rasr_scorer(f"onnx:{mlp_path},log_level:warning", 12, 30)
+    # bound builtin methods: RASR's calls never enter a Python frame
+    assert type(scorer.add_feature).__name__ == "builtin_function_or_method"
+    assert type(scorer.get_scores).__name__ == "builtin_function_or_method"
+    assert isinstance(scorer.add_feature.__self__, FrameBuffer)
+    # the buffer's internals are not members of the object RASR talks to
+    for name in ("_init_buffers", "score_window", "finish_scores", "scores_address", "frames", "failed"):
+        assert not hasattr(scorer, name), name
 
 
 def test_add_feature_allocates_nothing_per_frame(mlp_path):
@@ -31,28 +43,30 @@ def test_add_feature_allocates_nothing_per_frame(mlp_path):
     scorer.reset(num_frames=num_frames)
 
 
-def test_frame_buffer_grows_geometrically_and_keeps_views_valid():
-    buffer = FrameBuffer(3)
-    capacities = {buffer.capacity}
+def test_frame_block_grows_geometrically_and_keeps_views_valid():
+    buffer = FrameBuffer(3, 2)
+    capacities = {buffer.frame_capacity}
     window = None
     for t in range(20000):
-        buffer.append(numpy.full(3, t, dtype=numpy.float32))
-        capacities.add(buffer.capacity)
+        buffer.add_feature(numpy.full(3, t, dtype=numpy.float32), t)
+        capacities.add(buffer.frame_capacity)
         if t == 10:
-            window = buffer.window()
+            window = buffer.frames()
     assert len(capacities) < 15  # a handful of reallocations for 20000 frames
     numpy.testing.assert_array_equal(window[:, 0], numpy.arange(11, dtype=numpy.float32))
-    full = buffer.window()
+    full = buffer.frames()
     assert full.shape == (20000, 3) and full.flags.c_contiguous
     numpy.testing.assert_array_equal(full[:, 2], numpy.arange(20000, dtype=numpy.float32))
     buffer.clear()
-    assert len(buffer) == 0 and buffer.window().shape == (0, 3)
+    assert len(buffer) == 0 and buffer.frames().shape == (0, 3)
 
 
 def test_finite_buffer_is_allocated_once():
-    buffer = FrameBuffer(4, max_frames=8)
-    assert buffer.capacity == 8
-    address = buffer.address
+    buffer = FrameBuffer(4, 2, max_frames=8)
+    assert buffer.frame_capacity == 8
+    frames_address, _ = buffer.open_window()
+    buffer.abandon_window()
     for t in range(8):
-        buffer.append(numpy.zeros(4, numpy.float32))
-    assert buffer.address == address
+        buffer.add_feature(numpy.zeros(4, numpy.float32), t)
+    assert buffer.open_window()[0] == frames_address
+    buffer.abandon_window()

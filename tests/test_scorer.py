@@ -1,12 +1,11 @@
 """The PythonFeatureScorer against bare ONNX Runtime, driven as RASR drives it."""
 import numpy
 import pytest
-from conftest import bare_run, features, onnx_model, rasr_scorer, score_segment
+from conftest import bare_run, features, make_engine, onnx_model, rasr_scorer, score_segment
+from onnx_models import build_blstm, build_mlp
 
 import sprintiface
 from sprintiface import ConfigError, FeatureError, ModelError, PriorError, ProtocolError, ScoreError
-from sprintiface.engine import OnnxEngine
-from sprintiface.models import build_blstm, build_mlp
 
 
 def expected_scores(path, x, kind, prior_term=None):
@@ -43,7 +42,7 @@ def test_scores_match_bare_onnxruntime(model_file, kind, architecture):
 
 
 def test_final_bias_and_softmax_are_cut_and_applied_in_place(mlp_path):
-    engine = OnnxEngine(mlp_path)
+    engine = make_engine(mlp_path)
     assert engine.interface.output_kind == "probs"
     assert engine.kind == "logits"
     assert engine.interface.served_output.startswith("mm")  # the last MatMul writes the scores
@@ -63,7 +62,7 @@ def test_bias_first_and_broadcast_bias_shapes_are_cut_too(model_file):
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["B", "T", 5])],
         initializer=[numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "b")])
     path = model_file(onnx_model(graph))
-    assert OnnxEngine(path).interface.served_output == "mm"
+    assert make_engine(path).interface.served_output == "mm"
     x = features(9, 6)
     numpy.testing.assert_allclose(score_segment(rasr_scorer(f"onnx:{path}", 6, 5), x),
                                   -numpy.log(bare_run(path, x)), rtol=2e-5, atol=2e-5)
@@ -223,14 +222,17 @@ def test_hot_path_errors_name_what_came_and_the_scorer_recovers(mlp_path):
     numpy.testing.assert_allclose(score_segment(scorer, x), -numpy.log(bare_run(mlp_path, x)), rtol=2e-5, atol=2e-5)
 
 
-def test_strided_and_list_frames_are_accepted(mlp_path):
+def test_strided_frames_are_accepted_lists_are_not(mlp_path):
     scorer = rasr_scorer(f"onnx:{mlp_path}", 12, 30)
     x = features(3, 12)
     wide = numpy.zeros((3, 24), numpy.float32)
     wide[:, ::2] = x
     scorer.add_feature(feature=wide[0, ::2], time=0)
     scorer.add_feature(feature=memoryview(x[1].copy()), time=1)
-    scorer.add_feature(feature=[float(v) for v in x[2]], time=2)
+    # RASR sends arrays; a list is a caller's bug, refused rather than converted
+    with pytest.raises(FeatureError, match=r"expected a float32 numpy array of shape \(12,\), got list"):
+        scorer.add_feature(feature=[float(v) for v in x[2]], time=2)
+    scorer.add_feature(feature=memoryview(wide[2, ::2]), time=2)  # a strided buffer
     scorer.compute(num_frames=3)
     got = numpy.stack([scorer.get_scores(time=t) for t in range(3)])
     numpy.testing.assert_allclose(got, -numpy.log(bare_run(mlp_path, x)), rtol=2e-5, atol=2e-5)

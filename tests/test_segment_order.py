@@ -1,6 +1,4 @@
 """getSegmentList as RASR calls it: orderings, partitions, epochs, resume, repeat calls."""
-import collections
-
 import pytest
 
 import sprintiface
@@ -16,12 +14,12 @@ def segment_list(config, info=INFO, names=NAMES):
 
 
 def epochs(config, num_epochs):
-    """Split the generator's output into epochs, by the epoch each name was announced with."""
-    from sprintiface import training
-
-    result = collections.defaultdict(list)
-    for name in sprintiface.getSegmentList(corpusName="corpus", segmentList=NAMES, segmentsInfo=INFO, config=config):
-        result[training._announced_epoch].append(name)
+    """The generator's output split into epochs, by the schedule the segment order made."""
+    names = list(sprintiface.getSegmentList(corpusName="corpus", segmentList=NAMES, segmentsInfo=INFO,
+                                            config=config))
+    schedule = sprintiface._training.schedule
+    result = {epoch: schedule.epoch_segments(epoch) for epoch in range(schedule.first, schedule.last + 1)}
+    assert sum(result.values(), []) == names
     assert sorted(result) == list(range(min(result), num_epochs + 1))
     return result
 

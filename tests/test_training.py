@@ -21,15 +21,15 @@ def clean_session():
     recording_trainer.CALLS.clear()
     recording_trainer.RecordingTrainer.fail_on = None
     yield
-    from sprintiface import training
-
-    if training.session is not None:
-        training.session._failure = None
+    process = sprintiface._training
+    if process.session is not None:
+        process.session._failure = None
     try:
         sprintiface.exit()
     except TrainerError:
         pass
-    training._target_mode_override = None
+    process.target_mode_override = None
+    process.schedule = None
 
 
 def rasr_features(num_frames, dim=12, seed=0):
@@ -208,9 +208,7 @@ def test_background_failure_surfaces_at_the_next_call():
     recording_trainer.RecordingTrainer.fail_on = "bad"
     rasr_init("action:train,trainer:recording_trainer:make,queue_size:2", "unsupervised")
     sprintiface.feedInputUnsupervised(features=rasr_features(3), weights=None, segmentName="bad")
-    from sprintiface import training
-
-    training.session._queue.join()
+    sprintiface._training.session._queue.join()
     with pytest.raises(TrainerError, match=r"(?s)background thread failed.*ValueError: cannot learn from bad"):
         sprintiface.feedInputUnsupervised(features=rasr_features(3), weights=None, segmentName="next")
     with pytest.raises(TrainerError):
@@ -244,9 +242,7 @@ def test_input_errors_and_config_errors(mlp_path):
     posteriors = sprintiface.feedInput(features=rasr_features(4), weights=None, segmentName="x")  # nop: uniform
     numpy.testing.assert_allclose(posteriors, 1 / 30)
     sprintiface.finishDiscard()
-    from sprintiface import training
-
-    assert training.session.segments == 1
+    assert sprintiface._training.session.segments == 1
 
 
 RUN_WITHOUT_EXIT = textwrap.dedent("""
@@ -284,3 +280,38 @@ def test_features_to_dataset_and_module_surface():
     sprintiface.set_target_mode("forward-only")
     with pytest.raises(ConfigError):
         sprintiface.set_target_mode("nonsense")
+
+
+def _planned_epochs(config, names):
+    """(name, epoch) of every segment the segment order plans, from its schedule."""
+    list(sprintiface.getSegmentList(corpusName="c", segmentList=names, segmentsInfo=None, config=config))
+    schedule = sprintiface._training.schedule
+    return [(name, epoch) for epoch in range(schedule.first, schedule.last + 1)
+            for name in schedule.epoch_segments(epoch)]
+
+
+@pytest.mark.parametrize("read_ahead, keep", [(0, 1), (1, 1), (3, 1), (0, 2), (2, 3)])
+def test_epochs_come_from_the_schedule_not_from_counting(read_ahead, keep):
+    # RASR reading names ahead, or feeding one corpus partition of several (its
+    # partition filter sits after the ordering), must not shift an epoch.
+    config = "action:train,trainer:recording_trainer:make,num_epochs:3,queue_size:0,seq_ordering:random,seed:3"
+    names = [f"c/s{i}" for i in range(7)]
+    planned = _planned_epochs(config, names)
+    generator = iter(sprintiface.getSegmentList(corpusName="c", segmentList=names, segmentsInfo=None,
+                                                config=config))
+    handed, expected = [], []
+    rasr_init(config, "target-alignment")
+    for index in range(len(planned)):
+        # RASR has asked for `read_ahead` more names than it has fed
+        while len(handed) < min(len(planned), index + 1 + read_ahead):
+            handed.append(next(generator))
+        if index % keep:
+            continue  # another process's partition
+        expected.append(planned[index])
+        sprintiface.feedInputAndTargetAlignment(features=rasr_features(2), targetAlignment=numpy.zeros(2, numpy.uint32),
+                                                weights=None, segmentName=handed[index])
+    list(generator)
+    sprintiface.exit()
+    assert [(c[1], c[3]) for c in recording_trainer.CALLS if c[0] == "train_segment"] == expected
+    assert [c for c in recording_trainer.CALLS if c[0] in ("start_epoch", "end_epoch")] == [
+        (hook, epoch) for epoch in (1, 2, 3) for hook in ("start_epoch", "end_epoch")]

@@ -1,8 +1,10 @@
-"""Demos that replay what RASR does, on the model shipped in the package.
+"""Replays of RASR's call sequences, and the demos built on them.
 
-``run_scorer_demo`` drives the PythonFeatureScorer exactly as RASR's
+``rasr_scorer_calls`` drives a feature scorer exactly as RASR's
 PythonFeatureScorer does (module init, init, add_feature per frame, compute,
-get_scores, reset, exit; keyword arguments only) on synthetic features.
+get_scores, reset, exit; keyword arguments only): the command line's ``score``
+uses it. ``run_scorer_demo`` and ``run_training_demo`` replay RASR on the model
+shipped in the package (``sprintiface demo``).
 """
 from __future__ import annotations
 

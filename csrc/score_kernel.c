@@ -1,0 +1,98 @@
+/* The score kernel, once per instruction set; contracts in score_kernel.h. */
+#include "score_kernel.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Probabilities are floored at the smallest normal float: a softmax that
+ * underflowed to 0 in float32 gets score ~87.3 ("impossible") instead of inf,
+ * which would poison RASR's pruning arithmetic. */
+static void sf_row_neg_log(float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; ++i)
+        x[i] = -logf(x[i] < FLT_MIN ? FLT_MIN : x[i]);
+}
+
+/* The portable kernel: 16-byte vectors (SSE2 on x86-64, NEON on aarch64). */
+#define SF_BYTES 16
+#define SF_NAME(x) sf_baseline_##x
+#include "score_kernel_body.inc"
+#undef SF_NAME
+#undef SF_BYTES
+
+/*
+ * Wheels are built for the x86-64 baseline. The score loop is the one place
+ * where wider vectors pay (T x C exponentials per segment), so with GCC it is
+ * compiled again for AVX2+FMA and for AVX-512 and chosen at run time on CPUs
+ * that have them. Define SPRINTIFACE_NO_AVX2 to build the portable kernel only.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(SPRINTIFACE_NO_AVX2)
+#define SF_HAVE_AVX2 1 /* and AVX-512: both need GCC on x86-64 */
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define SF_BYTES 32
+#define SF_NAME(x) sf_avx2_##x
+#include "score_kernel_body.inc"
+#undef SF_NAME
+#undef SF_BYTES
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+#define SF_BYTES 64
+#define SF_NAME(x) sf_avx512_##x
+#include "score_kernel_body.inc"
+#undef SF_NAME
+#undef SF_BYTES
+#pragma GCC pop_options
+#endif
+
+typedef int64_t (*sf_kernel_fn)(float *, int64_t, int64_t, sf_output_kind, const float *, const float *);
+
+static const struct {
+    const char *name;
+    sf_kernel_fn run;
+} sf_kernels[] = {
+#ifdef SF_HAVE_AVX2
+    {"avx512", sf_avx512_finish_scores},
+    {"avx2", sf_avx2_finish_scores},
+#endif
+    {"baseline", sf_baseline_finish_scores},
+};
+
+int sf_kernel_count(void)
+{
+    return (int)(sizeof sf_kernels / sizeof sf_kernels[0]);
+}
+
+const char *sf_kernel_name(int kernel)
+{
+    return sf_kernels[kernel].name;
+}
+
+int sf_kernel_runs_here(int kernel)
+{
+#ifdef SF_HAVE_AVX2
+    if (sf_kernels[kernel].run == sf_avx512_finish_scores)
+        return __builtin_cpu_supports("avx512f") != 0;
+    if (sf_kernels[kernel].run == sf_avx2_finish_scores)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    (void)kernel;
+    return 1;
+}
+
+int sf_kernel_best(void)
+{
+    int kernel = 0;
+    while (!sf_kernel_runs_here(kernel))
+        ++kernel;
+    return kernel; /* the baseline, last, always runs */
+}
+
+int64_t sf_finish_scores(int kernel, float *scores, int64_t frames, int64_t classes, sf_output_kind kind,
+                         const float *logit_bias, const float *class_term)
+{
+    return sf_kernels[kernel].run(scores, frames, classes, kind, logit_bias, class_term);
+}

@@ -1,0 +1,65 @@
+/*
+ * The score kernel: turn a model's raw (T, C) output into RASR scores in
+ * -log space, in place, with the prior term added, and find the first frame
+ * that is not finite.
+ *
+ * The loop is compiled once per instruction set (score_kernel_body.inc) and
+ * the caller names the kernel on every call: there is no process-wide
+ * setting to change, so scorers with different kernels can live in one
+ * process and no call races another.
+ */
+#ifndef SPRINTIFACE_SCORE_KERNEL_H
+#define SPRINTIFACE_SCORE_KERNEL_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What the model's output holds, and so how it becomes a -log score. */
+typedef enum {
+    SF_OUTPUT_LOGITS = 0,    /* unnormalised: score = log(sum exp(z - m)) - (z - m), z = x + bias */
+    SF_OUTPUT_PROBS = 1,     /* probabilities: score = -log(max(x, FLT_MIN))                      */
+    SF_OUTPUT_LOG_PROBS = 2, /* +log probabilities: score = -x                                    */
+    SF_OUTPUT_SCORES = 3     /* already -log scores: score = x                                    */
+} sf_output_kind;
+
+/* Kernels this build has, widest first: indices 0 .. sf_kernel_count() - 1. */
+int sf_kernel_count(void);
+
+/* "avx512", "avx2" or "baseline" (SSE2 on x86-64, NEON on aarch64). */
+const char *sf_kernel_name(int kernel);
+
+/* 1 when this CPU runs `kernel`, else 0. */
+int sf_kernel_runs_here(int kernel);
+
+/* The widest kernel this CPU runs. */
+int sf_kernel_best(void);
+
+/*
+ * Finish scores in place with `kernel` (which must run here): `scores` holds
+ * `frames` rows of `classes` values (row-major, contiguous). Each row becomes
+ * its -log score of `kind`, plus `class_term[c]` when `class_term` is not NULL.
+ *
+ * `logit_bias` (SF_OUTPUT_LOGITS only; NULL for none): the per-class bias a
+ * model adds before its softmax, cut off the graph so that ONNX Runtime writes
+ * its last MatMul straight into `scores`. It is added to each value first,
+ * z = x + bias, exactly as the model's Add would round it, and the score is
+ * computed from z the way ONNX Runtime's LogSoftmax computes it: so scores
+ * stay as exact as a bare run at any logit magnitude.
+ *
+ * With a prior, the caller passes class_term = prior_scale * log p(c), so the
+ * result is -log p(c|x) + prior_scale * log p(c).
+ *
+ * Returns -1 when every score is finite, else the index of the first frame
+ * holding a NaN or an infinity (that row and later ones are left unspecified).
+ */
+int64_t sf_finish_scores(int kernel, float *scores, int64_t frames, int64_t classes, sf_output_kind kind,
+                         const float *logit_bias, const float *class_term);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SPRINTIFACE_SCORE_KERNEL_H */

@@ -1,0 +1,137 @@
+"""Small acoustic models in ONNX, built from a fixed seed with onnx.helper.
+
+Not part of the package: the tests, the benchmarks and tools/make_demo_model.py
+(which writes the shipped sprintiface/models/demo.onnx with :func:`build_demo`)
+import it from here. Real graphs of the two kinds a RASR scorer meets,
+frame-wise (MLP) and whole-segment (bidirectional LSTM).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy
+
+from sprintiface.models import DEMO_INPUT_DIM, DEMO_OUTPUT_DIM
+
+
+def _weights(rng: numpy.random.Generator, rows: int, cols: int) -> numpy.ndarray:
+    return (rng.standard_normal((rows, cols)) / numpy.sqrt(rows)).astype(numpy.float32)
+
+
+def _finish(nodes, inputs, outputs, initializers, name: str, opset: int):
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="sprintiface.models")  # the shipped demo's bytes depend on it
+    model.ir_version = min(model.ir_version, 8)  # loadable by older ONNX Runtime releases too
+    onnx.checker.check_model(model)
+    return model
+
+
+def _head(nodes, hidden: str, output_name: str, output_kind: str, name: str):
+    from onnx import helper
+
+    if output_kind == "probs":
+        nodes.append(helper.make_node("Softmax", [hidden], [output_name], axis=-1, name=f"{name}_softmax"))
+    elif output_kind == "log_probs":
+        nodes.append(helper.make_node("LogSoftmax", [hidden], [output_name], axis=-1, name=f"{name}_logsoftmax"))
+    elif output_kind == "scores":
+        nodes.append(helper.make_node("LogSoftmax", [hidden], [f"{name}_logp"], axis=-1))
+        nodes.append(helper.make_node("Neg", [f"{name}_logp"], [output_name]))
+    elif output_kind == "logits":
+        nodes.append(helper.make_node("Identity", [hidden], [output_name]))
+    else:
+        raise ValueError(f"output_kind: expected probs, log_probs, logits or scores, got {output_kind!r}")
+
+
+def build_mlp(input_dim: int = 40, output_dim: int = 500, hidden: Sequence[int] = (256, 256), *,
+              seed: int = 0, batched: bool = True, output_kind: str = "probs",
+              input_name: str = "data", output_name: str = "output",
+              length_name: Optional[str] = None, opset: int = 17):
+    """A frame-wise MLP: ``[B, T, F]`` (or ``[T, F]`` unless ``batched``) -> ``[B, T, C]``.
+
+    ReLU hidden layers, then a head giving ``output_kind``: ``probs`` (Softmax),
+    ``log_probs`` (LogSoftmax), ``logits`` or ``scores`` (-log_softmax). With
+    ``length_name`` the model also takes a sequence-length input [B] int32,
+    which a frame-wise model does not need but RETURNN exports carry.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = numpy.random.default_rng(seed)
+    time_axes = ["B", "T"] if batched else ["T"]
+    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, time_axes + [input_dim])]
+    outputs = [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, time_axes + [output_dim])]
+    nodes, initializers = [], []
+    current, current_dim = input_name, input_dim
+    for layer, size in enumerate(list(hidden) + [output_dim]):
+        weight, bias = f"W{layer}", f"b{layer}"
+        initializers.append(numpy_helper.from_array(_weights(rng, current_dim, size), weight))
+        initializers.append(numpy_helper.from_array((0.1 * rng.standard_normal(size)).astype(numpy.float32), bias))
+        nodes.append(helper.make_node("MatMul", [current, weight], [f"mm{layer}"]))
+        nodes.append(helper.make_node("Add", [f"mm{layer}", bias], [f"lin{layer}"]))
+        current, current_dim = f"lin{layer}", size
+        if layer < len(hidden):
+            nodes.append(helper.make_node("Relu", [current], [f"act{layer}"]))
+            current = f"act{layer}"
+    _head(nodes, current, output_name, output_kind, "mlp")
+    if length_name is not None:
+        inputs.append(helper.make_tensor_value_info(length_name, TensorProto.INT32, ["B"]))
+        outputs.append(helper.make_tensor_value_info(f"{output_name}:size1", TensorProto.INT32, ["B"]))
+        nodes.append(helper.make_node("Identity", [length_name], [f"{output_name}:size1"]))
+    return _finish(nodes, inputs, outputs, initializers, "mlp", opset)
+
+
+def build_blstm(input_dim: int = 40, output_dim: int = 500, hidden: int = 64, *, seed: int = 0,
+                output_kind: str = "probs", input_name: str = "data", output_name: str = "output",
+                length_name: Optional[str] = "data:size1", length_type: str = "int32", opset: int = 17):
+    """A bidirectional LSTM acoustic model: ``[B, T, F]`` -> ``[B, T, C]`` (RETURNN export layout).
+
+    The whole segment matters (the backward direction reads it from the end).
+    With ``length_name`` the sequence length [B] (``length_type`` int32 or
+    int64) is the LSTM's ``sequence_lens``.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = numpy.random.default_rng(seed)
+    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["B", "T", input_dim])]
+    outputs = [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["B", "T", output_dim])]
+    initializers = [
+        numpy_helper.from_array((_weights(rng, input_dim, 2 * 4 * hidden).T.reshape(2, 4 * hidden, input_dim)), "lstm_W"),
+        numpy_helper.from_array((_weights(rng, hidden, 2 * 4 * hidden).T.reshape(2, 4 * hidden, hidden)), "lstm_R"),
+        numpy_helper.from_array((0.1 * rng.standard_normal((2, 8 * hidden))).astype(numpy.float32), "lstm_B"),
+        numpy_helper.from_array(_weights(rng, 2 * hidden, output_dim), "out_W"),
+        numpy_helper.from_array((0.1 * rng.standard_normal(output_dim)).astype(numpy.float32), "out_b"),
+        numpy_helper.from_array(numpy.array([0, 0, 2 * hidden], dtype=numpy.int64), "bt_shape"),
+    ]
+    nodes = [helper.make_node("Transpose", [input_name], ["x_tbf"], perm=[1, 0, 2])]
+    lstm_inputs = ["x_tbf", "lstm_W", "lstm_R", "lstm_B"]
+    if length_name is not None:
+        elem = TensorProto.INT32 if length_type == "int32" else TensorProto.INT64
+        inputs.append(helper.make_tensor_value_info(length_name, elem, ["B"]))
+        nodes.append(helper.make_node("Cast", [length_name], ["seq_lens"], to=TensorProto.INT32))
+        lstm_inputs.append("seq_lens")
+    nodes += [
+        helper.make_node("LSTM", lstm_inputs, ["y_t2bh"], direction="bidirectional", hidden_size=hidden),
+        helper.make_node("Transpose", ["y_t2bh"], ["y_bt2h"], perm=[2, 0, 1, 3]),
+        helper.make_node("Reshape", ["y_bt2h", "bt_shape"], ["y_bth"]),
+        helper.make_node("MatMul", ["y_bth", "out_W"], ["out_mm"]),
+        helper.make_node("Add", ["out_mm", "out_b"], ["logits"]),
+    ]
+    _head(nodes, "logits", output_name, output_kind, "blstm")
+    return _finish(nodes, inputs, outputs, initializers, "blstm", opset)
+
+
+def build_demo():
+    """The model shipped as ``demo.onnx``: an MLP 40 -> 256 -> 256 -> 500 with Softmax,
+    RETURNN's export names (``data`` [B, T, 40], ``data:size1`` [B], ``output`` [B, T, 500])."""
+    return build_mlp(DEMO_INPUT_DIM, DEMO_OUTPUT_DIM, (256, 256), seed=2024, length_name="data:size1")
+
+
+def save_model(model, path: str) -> None:
+    """Write an ONNX model to ``path`` (complete or absent)."""
+    from sprintiface._files import atomic_write
+
+    with atomic_write(path, "wb") as file:
+        file.write(model.SerializeToString())
