@@ -41,15 +41,12 @@ class OnnxEngine:
 
         self.path = path
         model = graph.load(path)
-        interface = graph.describe(model, path, input_name, output_name, length_name, output_kind)
-        served = graph.cut_normalisation(model, interface)
-        source = path
-        if served.cut:
-            try:
-                source = model.SerializeToString()
-                interface = served
-            except ValueError:  # over protobuf's 2 GB: serve the model as it is
-                pass
+        interface = graph.prepare(model, path, input_name, output_name, length_name, output_kind)
+        try:
+            source = model.SerializeToString()
+        except ValueError:  # over protobuf's 2 GB: serve the file as it is
+            source = path
+            interface = graph.describe(graph.load(path), path, input_name, output_name, length_name, output_kind)
         del model
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
@@ -76,6 +73,13 @@ class OnnxEngine:
         self.input_dim = interface.input_dim
         self._length_dtype = LENGTH_DTYPES[interface.length_input.elem_type] if interface.length_input else None
         self.output_dim = self._warm_up(self.input_dim) if self.input_dim else interface.output_dim
+        self._check_bias()
+
+    def _check_bias(self) -> None:
+        if self.logit_bias is not None and self.output_dim and self.logit_bias.shape[0] != self.output_dim:
+            raise ModelError(
+                f"ONNX model {self.path!r}: the bias before its softmax has {self.logit_bias.shape[0]} values, "
+                f"but the model gives {self.output_dim} classes")
 
     @classmethod
     def from_config(cls, config: Config) -> "OnnxEngine":
@@ -96,7 +100,11 @@ class OnnxEngine:
         """Run once so that kernels and buffers exist before the first segment;
         returns the number of classes the output really has."""
         frames = numpy.zeros((WARMUP_FRAMES, input_dim), dtype=numpy.float32)
-        return self.forward(frames).shape[1]
+        try:
+            return self.forward(frames).shape[1]
+        except ModelError as error:
+            raise ModelError(f"{error}; the model does not run on {WARMUP_FRAMES} frames: an export that "
+                             f"baked its example length into the graph runs at that length only") from None
 
     def _feeds(self, frames: numpy.ndarray) -> dict:
         feeds = {self.interface.feature_input.name: frames[None] if self.batched else frames}
@@ -123,6 +131,7 @@ class OnnxEngine:
         if self.input_dim is None:
             self.input_dim = input_dim
             self.output_dim = self._warm_up(input_dim)
+            self._check_bias()
 
     def check_dims(self, input_dim: int, output_dim: int) -> None:
         """Raise ModelError unless the model takes ``input_dim`` features and gives ``output_dim`` classes."""

@@ -142,13 +142,22 @@ def _static(dim) -> Optional[int]:
 
 def describe(model, path: str, input_name: Optional[str] = None, output_name: Optional[str] = None,
              length_name: Optional[str] = None, output_kind: str = "auto") -> ModelInterface:
-    """Decide how to feed ``model`` and read it (no cut: served output = output)."""
+    """Decide how to feed ``model`` and read it (no cut: served output = output).
+
+    Refuses (ModelError) a feature input whose time axis is fixed, and an output
+    whose final softmax does not normalise each frame over the classes.
+    """
     graph = model.graph
     initializers = {init.name for init in graph.initializer}
     inputs = tuple(_tensor_info(v) for v in graph.input if v.name not in initializers)
     outputs = tuple(_tensor_info(v) for v in graph.output)
 
     feature_input = _require_float(inputs, input_name, "feature input", "input_name", "[B, T, F] or [T, F]", path)
+    if isinstance(feature_input.shape[-2], int):
+        raise ModelError(
+            f"ONNX model {path!r}: feature input {feature_input.describe()} has a fixed time axis "
+            f"({feature_input.shape[-2]} frames), but RASR feeds segments of any length; export it with a "
+            f"dynamic time axis (torch.onnx.export: dynamic_axes or dynamic_shapes)")
     integer_inputs = [t for t in inputs if t.elem_type in LENGTH_DTYPES and t.rank in (0, 1)]
     length_input = _pick(integer_inputs, length_name, "sequence-length input", "length_name", inputs)
     if length_input is not None and (length_input.elem_type not in LENGTH_DTYPES or length_input.rank not in (0, 1)):
@@ -161,15 +170,23 @@ def describe(model, path: str, input_name: Optional[str] = None, output_name: Op
                          f"features nor the sequence length, and sprintiface cannot feed them")
 
     output = _require_float(outputs, output_name, "output", "output_name", "[B, T, C] or [T, C]", path)
-    producer = _producer(graph, output.name)
-    output_op = producer.op_type if producer is not None else None
+    final = _final_normalisation(graph, output.name)
+    output_op = " -> ".join(node.op_type for node in reversed(final.nodes)) if final else \
+        (_producer(graph, output.name).op_type if _producer(graph, output.name) is not None else None)
+    if final is not None and not _normalises_last_axis(final.normaliser, output.rank, model):
+        raise ModelError(
+            f"ONNX model {path!r}: the {final.normaliser.op_type} that makes output {output.name!r} does not "
+            f"normalise each frame over the classes (axis {_axis(final.normaliser, model)} of a rank-"
+            f"{output.rank} output{', flattened from that axis on: opset ' + str(_opset(model)) if _opset(model) < 13 else ''}"
+            f"); the feature scorer needs per-frame scores: export the softmax over the last axis "
+            f"(dim=-1{', opset >= 13' if _opset(model) < 13 else ''})")
     if output_kind == "auto":
-        if output_op not in _KIND_OF_OP:
+        if final is None:
             raise ModelError(
                 f"ONNX model {path!r}: cannot tell what output {output.name!r} holds (it is made by "
-                f"{output_op or 'no node'}, not Softmax or LogSoftmax); set output_kind to one of "
-                f"probs, log_probs, logits, scores")
-        output_kind = _KIND_OF_OP[output_op]
+                f"{output_op or 'no node'}, not by a Softmax or LogSoftmax, through Cast, Log or Neg); set "
+                f"output_kind to one of probs, log_probs, logits, scores")
+        output_kind = final.kind
     return ModelInterface(
         path=path, inputs=inputs, outputs=outputs, feature_input=feature_input, length_input=length_input,
         output=output, output_op=output_op, output_kind=output_kind, served_output=output.name,
@@ -177,32 +194,130 @@ def describe(model, path: str, input_name: Optional[str] = None, output_name: Op
         output_dim=_static(output.shape[-1]))
 
 
+# -- walking the graph -----------------------------------------------------------
+
 def _producer(graph, name: str):
     return next((node for node in graph.node if name in node.output), None)
 
 
+def _subgraphs(node):
+    """The graphs a node holds (Loop/Scan bodies, If branches)."""
+    for attribute in node.attribute:
+        if attribute.HasField("g"):
+            yield attribute.g
+        yield from attribute.graphs
+
+
 def _readers(graph, name: str) -> int:
-    """Nodes that read tensor ``name``, plus one if it is a graph output."""
-    return sum(name in node.input for node in graph.node) + sum(name == o.name for o in graph.output)
+    """Nodes that read tensor ``name`` (in nested bodies too, which may read an outer
+    tensor by name), plus one for each graph output of that name."""
+    count = sum(name == o.name for o in graph.output)
+    for node in graph.node:
+        count += sum(name == input_name for input_name in node.input)
+        for body in _subgraphs(node):
+            count += _readers(body, name)
+    return count
 
 
-def _normalises_last_axis(node, rank: int, model) -> bool:
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    axis = -1 if opset >= 13 else 1
+def _cast_to(node) -> Optional[int]:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
+
+
+_FLOAT_TYPES = (1, 10, 11, 16)  # float, float16, double, bfloat16
+_KIND_OF_OP = {"Softmax": "probs", "LogSoftmax": "log_probs"}
+
+
+def _through_casts(graph, name: str):
+    """Walk back from tensor ``name`` through float Casts and Identities; returns
+    ``(the first other producer or None, the nodes walked, output end first)``."""
+    walked = []
+    node = _producer(graph, name)
+    while node is not None and (node.op_type == "Identity" or
+                                (node.op_type == "Cast" and _cast_to(node) in _FLOAT_TYPES)):
+        walked.append(node)
+        node = _producer(graph, node.input[0])
+    return node, walked
+
+
+@dataclass(frozen=True)
+class _Normalisation:
+    """A final softmax: what the output holds, the Softmax/LogSoftmax node, and the nodes
+    from it to the output (output end first) that the cut removes."""
+
+    kind: str
+    normaliser: object
+    nodes: tuple
+
+
+def _final_normalisation(graph, name: str) -> Optional[_Normalisation]:
+    """The Softmax/LogSoftmax that makes tensor ``name``, through Cast/Identity, Log
+    (log of a softmax) and Neg (-log_softmax: scores); None when there is none."""
+    node, walked = _through_casts(graph, name)
+    if node is None:
+        return None
+    if node.op_type in _KIND_OF_OP:
+        return _Normalisation(_KIND_OF_OP[node.op_type], node, tuple(walked) + (node,))
+    if node.op_type not in ("Log", "Neg"):
+        return None
+    inner = _final_normalisation(graph, node.input[0])
+    if inner is None:
+        return None
+    if node.op_type == "Log" and inner.kind == "probs":
+        return _Normalisation("log_probs", inner.normaliser, tuple(walked) + (node,) + inner.nodes)
+    if node.op_type == "Neg" and inner.kind == "log_probs":
+        return _Normalisation("scores", inner.normaliser, tuple(walked) + (node,) + inner.nodes)
+    return None
+
+
+def _opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+
+
+def _axis(node, model) -> int:
+    axis = -1 if _opset(model) >= 13 else 1
     for attribute in node.attribute:
         if attribute.name == "axis":
             axis = attribute.i
-    # Before opset 13 Softmax flattens to 2-D at `axis`; at the last axis that is
-    # the same per-frame normalisation.
-    return axis in (-1, rank - 1)
+    return axis
+
+
+def _normalises_last_axis(node, rank: int, model) -> bool:
+    # Before opset 13 Softmax flattens to 2-D at `axis`: only at the last axis is that
+    # the per-frame normalisation (axis 1 of [B, T, C] would normalise over T x C).
+    return _axis(node, model) in (-1, rank - 1)
+
+
+# Ops whose output has the element type of their first input (for the type of a
+# tensor the cut would serve, when the model declares none).
+_SAME_TYPE_OPS = {"Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "Relu", "LeakyRelu", "Tanh", "Sigmoid", "Neg",
+                  "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Softmax", "LogSoftmax",
+                  "LayerNormalization", "BatchNormalization", "Conv", "Concat", "Slice", "Dropout", "Expand"}
+
+
+def _elem_type(graph, name: str, depth: int = 0) -> Optional[int]:
+    declared = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
+    if declared.get(name):
+        return declared[name]
+    initializer = next((init for init in graph.initializer if init.name == name), None)
+    if initializer is not None:
+        return initializer.data_type
+    node = _producer(graph, name)
+    if node is None or depth > 64:
+        return None
+    if node.op_type == "Cast":
+        return _cast_to(node)
+    if node.op_type in _SAME_TYPE_OPS and node.input:
+        return _elem_type(graph, node.input[0], depth + 1)
+    return None
 
 
 def _bias_add(graph, name: str, classes):
     """``(add_node, other_input, bias)`` when ``name`` is made by Add(x, b) with b a
-    float32 initializer of ``classes`` values (shape [C], [1, C] or [1, 1, C]) and
-    only the softmax reads ``name``; else None. Cutting this Add too lets ONNX
-    Runtime write the last MatMul straight into the score matrix (no (T, C)
-    temporary); the score kernel adds the bias instead."""
+    float32 initializer holding one value per class (shape [C], [1, C] or [1, 1, C];
+    more than one value when the class axis is dynamic) and only the softmax reads
+    ``name``; else None. Cutting this Add too lets ONNX Runtime write the last
+    MatMul straight into the score matrix (no (T, C) temporary); the score kernel
+    adds the bias instead, rounding as the Add would."""
     from onnx import numpy_helper
 
     node = _producer(graph, name)
@@ -216,44 +331,97 @@ def _bias_add(graph, name: str, classes):
             continue
         bias = numpy_helper.to_array(init)
         is_class_vector = bias.ndim >= 1 and bias.size == bias.shape[-1]
-        if is_class_vector and (not isinstance(classes, int) or bias.shape[-1] == classes):
+        fits = bias.shape[-1] == classes if isinstance(classes, int) else bias.shape[-1] > 1
+        if is_class_vector and fits:
             return node, other, numpy.ascontiguousarray(bias.reshape(-1), dtype=numpy.float32)
     return None
 
 
+# -- the rewrites ----------------------------------------------------------------
+
 def cut_normalisation(model, interface: ModelInterface) -> ModelInterface:
-    """Cut a final Softmax/LogSoftmax over the class axis (and a bias Add before it)
-    off ``model``, in place, when its kind is the one the output is taken to hold.
+    """Cut a final Softmax/LogSoftmax over the class axis (with the Cast, Log, Neg and
+    Identity nodes between it and the output, and a bias Add before it) off
+    ``model``, in place, when it holds the kind the output is taken to hold.
 
     Returns the interface with ``served_output``, ``served_kind`` (``logits``)
     and ``logit_bias`` set; the interface unchanged when there is nothing to cut.
     """
     graph = model.graph
     output = interface.output
-    producer = _producer(graph, output.name)
-    if producer is None or _KIND_OF_OP.get(producer.op_type) != interface.output_kind or \
-            not _normalises_last_axis(producer, output.rank, model) or _readers(graph, output.name) != 1:
+    final = _final_normalisation(graph, output.name)
+    if final is None or final.kind != interface.output_kind or \
+            not _normalises_last_axis(final.normaliser, output.rank, model):
         return interface
-    cut = [producer]
-    logits = producer.input[0]
+    _, casts = _through_casts(graph, final.normaliser.input[0])
+    cut = list(final.nodes) + casts
+    if any(_readers(graph, tensor) != 1 for node in cut for tensor in node.output):
+        return interface  # something besides the chain reads one of its tensors: keep it whole
+    logits = casts[-1].input[0] if casts else final.normaliser.input[0]
+    if _readers(graph, logits) != 1:
+        return interface  # the logits are read elsewhere too (a graph output, a loop body): keep it whole
+    if _elem_type(graph, logits) != FLOAT32:
+        return interface  # the logits would not be float32 (e.g. a float16 model): serve it whole
     logit_bias = None
     bias_add = _bias_add(graph, logits, output.shape[-1])
     if bias_add is not None:
         add_node, logits, logit_bias = bias_add
         cut.append(add_node)
-    initializers = {init.name for init in graph.initializer}
-    if logits in {t.name for t in interface.inputs} | initializers:
+    if logits in {t.name for t in interface.inputs} | {init.name for init in graph.initializer}:
         return interface
     for node in cut:
         graph.node.remove(node)
     for value_info in graph.output:
         if value_info.name == output.name:
             value_info.name = logits
+            value_info.type.tensor_type.elem_type = FLOAT32
     return replace(interface, served_output=logits, served_kind="logits", logit_bias=logit_bias)
+
+
+def _make_dims_symbolic(shape, names) -> None:
+    for axis, dim in enumerate(shape.dim):
+        if dim.HasField("dim_value"):
+            dim.dim_param = names(axis)
+
+
+def forget_static_shapes(model, interface: ModelInterface) -> None:
+    """Drop the shapes a model declares beyond what the scorer relies on, in place.
+
+    Exporters record the example input's length in declared shapes (torch's
+    dynamo exporter writes T=50 into the output and graph.value_info of a
+    BLSTM) although the graph runs at any length; ONNX Runtime trusts them
+    (it builds fused reshapes from value_info and checks a bound output
+    against the declared shape). So every value_info goes, in nested bodies
+    too, the time axis of every float rank-2/3 output becomes symbolic, and
+    static dims of body inputs and outputs become symbolic (ranks are kept:
+    ONNX Runtime needs them).
+    """
+    graph = model.graph
+    time_name = interface.feature_input.shape[-2] if isinstance(interface.feature_input.shape[-2], str) else "T"
+    del graph.value_info[:]
+    for value_info in graph.output:
+        tensor_type = value_info.type.tensor_type
+        if tensor_type.elem_type == FLOAT32 and tensor_type.HasField("shape") and \
+                len(tensor_type.shape.dim) in (2, 3):
+            dim = tensor_type.shape.dim[len(tensor_type.shape.dim) - 2]
+            if dim.HasField("dim_value"):
+                dim.dim_param = time_name
+    pending = [body for node in graph.node for body in _subgraphs(node)]
+    while pending:
+        body = pending.pop()
+        del body.value_info[:]
+        for value_info in (*body.input, *body.output):
+            if value_info.type.tensor_type.HasField("shape"):
+                _make_dims_symbolic(value_info.type.tensor_type.shape,
+                                    lambda axis, name=value_info.name: f"{name}_dim{axis}")
+        pending.extend(b for node in body.node for b in _subgraphs(node))
 
 
 def prepare(model, path: str, input_name: Optional[str] = None, output_name: Optional[str] = None,
             length_name: Optional[str] = None, output_kind: str = "auto") -> ModelInterface:
-    """:func:`describe` ``model``, then :func:`cut_normalisation` it in place."""
+    """:func:`describe` ``model``, :func:`cut_normalisation` and :func:`forget_static_shapes`
+    it in place; returns how to feed and read the result."""
     interface = describe(model, path, input_name, output_name, length_name, output_kind)
-    return cut_normalisation(model, interface)
+    interface = cut_normalisation(model, interface)
+    forget_static_shapes(model, interface)
+    return interface

@@ -368,3 +368,18 @@ def test_one_info_line_per_segment_and_log_level(mlp_path, caplog):
     caplog.clear()
     score_segment(quiet, features(50, 12))
     assert not [r for r in caplog.records if r.name == "sprintiface" and r.levelno < logging.WARNING]
+
+
+def test_a_length_baked_into_the_graph_is_a_model_error(model_file):
+    # A traced export can record the example's T in a Reshape: it then runs at that T only.
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["data", "shape"], ["fixed"]), helper.make_node("MatMul", ["fixed", "W"], ["mm"]),
+         helper.make_node("Softmax", ["mm"], ["output"], axis=-1)],
+        "baked", [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["B", "T", 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["B", "T", 3])],
+        initializer=[numpy_helper.from_array(numpy.array([1, 50, 4], numpy.int64), "shape"),
+                     numpy_helper.from_array(numpy.ones((4, 3), numpy.float32), "W")])
+    with pytest.raises(ModelError, match="does not run on 16 frames.*baked its example length"):
+        rasr_scorer(f"onnx:{model_file(onnx_model(graph))}", 4, 3)

@@ -1,0 +1,72 @@
+"""Models from torch.onnx.export, both exporters, load with ``onnx:`` alone and score
+like the PyTorch model they came from (eval mode), through RASR's calls.
+
+The models are exported by tools/torch_models.py in a child process (torch stays
+out of this one). Needs torch: ``pip install torch==2.13.0 onnxscript``.
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy
+import pytest
+from conftest import make_engine, rasr_scorer, score_segment
+
+from sprintiface import ModelError
+from sprintiface.cli import main
+
+TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+pytestmark = pytest.mark.torch
+
+EXPORTS = [("mlp_log_softmax", "ts"), ("mlp_log_softmax", "dynamo"), ("mlp_softmax", "ts"),
+           ("mlp_log_of_softmax", "ts"), ("mlp_log_of_softmax", "dynamo"), ("mlp_log_softmax_double", "ts"),
+           ("mlp_log_softmax_double", "dynamo"), ("mlp_logits", "ts"), ("mlp_bias_softmax", "dynamo"),
+           ("blstm", "ts"), ("blstm", "dynamo"), ("conformer", "ts"), ("conformer", "dynamo"),
+           ("returnn_mlp", "ts")]
+KIND_OF_HEAD = {"log_softmax": "log_probs", "softmax": "probs", "log_of_softmax": "log_probs",
+                "log_softmax_double": "log_probs", "logits": "logits"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnxscript") is None:
+        pytest.skip("needs torch and onnxscript: pip install torch==2.13.0 onnxscript")
+    outdir = tmp_path_factory.mktemp("torch-models")
+    result = subprocess.run([sys.executable, os.path.join(TOOLS, "torch_models.py"), str(outdir)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with numpy.load(outdir / "reference.npz") as reference:
+        return outdir, dict(reference)
+
+
+@pytest.mark.parametrize("name, exporter", EXPORTS)
+def test_scores_like_the_pytorch_model(exported, name, exporter):
+    outdir, reference = exported
+    path = str(outdir / f"{name}.{exporter}.onnx")
+    head = str(reference[f"{name}:head"])
+    config = f"onnx:{path},log_level:warning" + (",output_kind:logits" if head == "logits" else "")
+    scorer = rasr_scorer(config, 12, 30)
+    for frames in (7, 50, 333):  # the example length, and others: no stale declared shapes
+        got = score_segment(scorer, reference[f"{name}:{frames}:x"])
+        numpy.testing.assert_allclose(got, reference[f"{name}:{frames}:scores"], rtol=1e-4, atol=1e-4,
+                                      err_msg=f"{name}.{exporter} at T={frames}")
+    engine = make_engine(path, output_kind="logits" if head == "logits" else "auto")
+    assert engine.interface.output_kind == KIND_OF_HEAD[head]
+    # every normalisation the exporters write is cut and applied in place
+    assert engine.kind == "logits"
+
+
+@pytest.mark.parametrize("name, exporter", [("blstm", "dynamo"), ("mlp_log_softmax_double", "dynamo"),
+                                            ("conformer", "ts")])
+def test_check_model_takes_the_scorers_path(exported, name, exporter, capsys):
+    outdir, _ = exported
+    assert main(["check-model", str(outdir / f"{name}.{exporter}.onnx"), "--input-dim", "12",
+                 "--output-dim", "30"]) == 0
+    assert "python-feature-scorer-output-dimension = 30" in capsys.readouterr().out
+
+
+def test_logits_need_output_kind(exported):
+    outdir, _ = exported
+    with pytest.raises(ModelError, match="cannot tell what output 'output' holds.*set output_kind"):
+        rasr_scorer(f"onnx:{outdir / 'mlp_logits.ts.onnx'}", 12, 30)
