@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from sprintiface.errors import SprintifaceError
+from sprintiface.errors import FeatureError, SprintifaceError
 
 
 class Progress:
@@ -50,7 +50,13 @@ def _engine(model: str, output_kind: str):
 
 
 def _check_model(args) -> int:
-    from sprintiface.priors import load_prior
+    """Describe the model, then score a segment through the scorer's own calls: the
+    command fails exactly when the scorer would."""
+    import numpy
+
+    import sprintiface
+    from sprintiface.errors import ModelError
+    from sprintiface.replay import rasr_scorer_calls
 
     engine = _engine(args.model, args.output_kind)
     info = engine.interface
@@ -62,26 +68,37 @@ def _check_model(args) -> int:
     for tensor in info.outputs:
         print(f"  output {tensor.describe()}{': scores' if tensor is info.output else ''}")
     print(f"output kind: {info.output_kind} (made by {info.output_op or 'no node'})")
-    if info.served_output != info.output.name:
+    if info.cut:
         cut = "bias Add and " if info.logit_bias is not None else ""
         print(f"  the final {cut}{info.output_op} are applied by sprintiface in place (served tensor "
               f"{info.served_output!r})")
     input_dim = args.input_dim or engine.input_dim
-    if args.input_dim or args.output_dim:
-        engine.check_dims(input_dim, args.output_dim or engine.output_dim)
+    if input_dim is None:
+        raise ModelError(f"ONNX model {args.model!r}: its feature axis is dynamic "
+                         f"({info.feature_input.describe()}); give RASR's feature-dimension as --input-dim")
+    engine.check_dims(input_dim, args.output_dim or engine.output_dim)
     output_dim = args.output_dim or engine.output_dim
-    prior = ""
+    config = f"onnx:{args.model},log_level:warning"
+    if args.output_kind != "auto":
+        config += f",output_kind:{args.output_kind}"
     if args.prior:
-        load_prior(args.prior, space=args.prior_space, num_classes=output_dim)
-        prior = f",prior_file:{args.prior},prior_scale:0.7" + (",prior_space:prob" if args.prior_space == "prob" else "")
-    kind = "" if info.output_op in ("Softmax", "LogSoftmax") or args.output_kind == "auto" else \
-        f",output_kind:{args.output_kind}"
+        config += f",prior_file:{args.prior},prior_scale:0.7" + (",prior_space:prob" if args.prior_space == "prob"
+                                                                 else "")
+    frames = numpy.random.default_rng(0).standard_normal((CHECK_FRAMES, input_dim)).astype(numpy.float32)
+    for _, scores in rasr_scorer_calls(sprintiface, config, [frames], input_dim, output_dim):
+        print(f"scored {scores.shape[0]} frames through RASR's calls: -log scores "
+              f"{scores.min():.3f} .. {scores.max():.3f}")
     print("RASR settings:")
-    print(f"  feature-dimension                      = {input_dim if input_dim else '<your features dim>'}")
-    print(f"  python-feature-scorer-output-dimension = {output_dim if output_dim else '<classes>'}")
+    print(f"  feature-dimension                      = {input_dim}")
+    print(f"  python-feature-scorer-output-dimension = {output_dim}")
     print("  pymod-name                             = sprintiface")
-    print(f"  pymod-config                           = onnx:{args.model}{kind}{prior}")
+    print(f"  pymod-config                           = {config.replace(',log_level:warning', '')}")
     return 0
+
+
+#: Frames of the segment check-model scores (not the warm-up's length, so that a
+#: length baked into the graph shows).
+CHECK_FRAMES = 37
 
 
 def _score(args) -> int:
@@ -99,7 +116,9 @@ def _score(args) -> int:
             names.append(name)
             yield frames
 
-    first = next(read_segments(args.features))[1]
+    first = next(read_segments(args.features), (None, None))[1]
+    if first is None:
+        raise FeatureError(f"feature file {args.features!r} holds no segments")
     config = f"onnx:{args.model},log_level:warning,buffer_size:{args.buffer_size},output_kind:{args.output_kind}"
     if args.prior:
         config += f",prior_file:{args.prior},prior_scale:{args.prior_scale},prior_space:{args.prior_space}"

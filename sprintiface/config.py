@@ -61,6 +61,13 @@ def _to_bool(value: Any) -> bool:
     raise ValueError("expected one of true/false/1/0/yes/no")
 
 
+def _to_buffer_size(value: Any) -> int:
+    size = _to_int(value)
+    if size == 0 or size < -1:
+        raise ValueError("expected -1 (whole segments) or a number of frames > 0 (RASR treats 0 as fatal)")
+    return size
+
+
 def _to_seq_ordering(value: Any) -> str:
     text = str(value).strip()
     if text in ("default", "random", "sorted", "sorted_reverse"):
@@ -121,7 +128,7 @@ OPTIONS: Dict[str, Option] = _options(
     # -- the model
     Option("onnx", None, _to_str, "Path of the ONNX acoustic model.", is_path=True),
     Option("model", None, _to_str, "RETURNN-style model prefix: with epoch N the model is "
-           "<model>.<N:03d>.onnx (e.g. net-model/network.080.onnx). Use this or onnx."),
+           "<model>.<N:03d>.onnx (e.g. net-model/network.080.onnx). Use this or onnx.", is_path=True),
     Option("epoch", None, _to_int, "Epoch of the model (with model), and the epoch the trainer "
            "starts from or reports.", minimum=1),
     Option("input_name", None, _to_str, "Name of the feature input ([B, T, F] or [T, F]); "
@@ -137,11 +144,14 @@ OPTIONS: Dict[str, Option] = _options(
            choices=("auto",) + OUTPUT_KINDS),
     Option("intra_op_threads", 1, _to_int, "ONNX Runtime threads inside one operator; 0 means "
            "ONNX Runtime's default (all cores). Keep 1 when one RASR process runs per core.", minimum=0),
-    Option("inter_op_threads", 1, _to_int, "ONNX Runtime threads across operators; 0 means "
-           "ONNX Runtime's default.", minimum=0),
-    Option("buffer_size", -1, _to_int, "Frames RASR buffers before it asks for scores: -1 is a "
-           "whole segment; N > 0 is chunked (low-latency) mode, chunks of at most N frames.",
-           minimum=-1),
+    Option("inter_op_threads", 1, _to_int, "ONNX Runtime threads running independent operators at "
+           "once: 1 runs the graph sequentially (the default); N > 1 (or 0, ONNX Runtime's default) "
+           "switches the session to parallel execution, which pays only for graphs with parallel "
+           "branches.", minimum=0),
+    Option("buffer_size", -1, _to_buffer_size, "Frames per buffer that get_feature_buffer_size() "
+           "reports to RASR: -1, a whole segment, is what every RASR program can use (RASR's "
+           "recognizers and aligner abort at frame N+1 with a positive N; see docs/recognition.md). "
+           "N > 0 is kept for a RASR that flushes chunks."),
     # -- priors
     Option("prior_file", None, _to_str, "Prior p(s), one value per class: RETURNN text vector, "
            "RASR XML <vector-f32> or .npy.", is_path=True),
@@ -198,14 +208,34 @@ def split_config_string(text: Optional[str]) -> Dict[str, str]:
 
 
 def read_config_file(path: str) -> Dict[str, Any]:
-    """Top-level keys of the TOML file at ``path``."""
+    """Top-level keys of the TOML file at ``path``; relative paths among them are taken
+    relative to the file's directory."""
     try:
         with open(path, "rb") as file:
-            return tomllib.load(file)
+            text = file.read()
+        values = tomllib.loads(text.decode("utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"config key 'configfile': no such file {path!r}") from None
+        raise ConfigError(f"config key 'configfile': no such file {path!r} "
+                          f"(working directory {os.getcwd()!r})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config key 'configfile': {path!r} is a directory, expected a TOML file") from None
+    except OSError as error:
+        raise ConfigError(f"config key 'configfile': {path!r} cannot be read: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config key 'configfile': {path!r} is not UTF-8 text (byte {error.start}); "
+                          f"expected a TOML file") from None
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"config key 'configfile': {path!r} is not valid TOML: {error}") from None
+        raise ConfigError(
+            f"config key 'configfile': {path!r} is not valid TOML ({error}). sprintiface reads a TOML file "
+            f"of its own keys (docs/configuration.md); it does not read RETURNN configs: export the network "
+            f"to ONNX and give onnx:<file> or model:<prefix>,epoch:<n> (docs/migrating-from-returnn.md)") from None
+    directory = os.path.dirname(os.path.abspath(path))
+    for key, value in values.items():
+        option = OPTIONS.get(key)
+        if option is not None and option.is_path and isinstance(value, str) and value and \
+                not os.path.isabs(value):
+            values[key] = os.path.join(directory, value)
+    return values
 
 
 class Config(Mapping):
@@ -275,6 +305,8 @@ def require_file(config: Config, key: str) -> str:
     path = config[key]
     if not path:
         raise ConfigError(f"config key {key!r} is required here")
+    if os.path.isdir(path):
+        raise ConfigError(f"config key {key!r}: {path!r} is a directory, expected a file")
     if not os.path.isfile(path):
         raise ConfigError(f"config key {key!r}: no such file {path!r} (working directory {os.getcwd()!r})")
     return path
@@ -293,6 +325,8 @@ def resolve_model_path(config: Config) -> str:
                 f"config key 'model' ({config.model!r}) needs 'epoch' to resolve "
                 f"<model>.<epoch:03d>.onnx; or give onnx:<path>")
         path = f"{config.model}.{config.epoch:03d}.onnx"
+        if os.path.isdir(path):
+            raise ConfigError(f"config keys 'model' and 'epoch' resolve to {path!r}, a directory, expected a file")
         if not os.path.isfile(path):
             raise ConfigError(
                 f"config keys 'model' and 'epoch' resolve to {path!r}, which does not exist "

@@ -51,7 +51,9 @@ class OnnxEngine:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        # inter_op_threads only means something in parallel execution: 1 keeps the graph sequential.
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL if inter_op_threads == 1 else \
+            onnxruntime.ExecutionMode.ORT_PARALLEL
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         # T changes every segment: memory patterns planned for one T do not fit the next.
         options.enable_mem_pattern = False

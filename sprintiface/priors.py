@@ -25,17 +25,25 @@ _XML_SIZE = re.compile(r"""size\s*=\s*["'](\d+)["']""")
 
 
 def _read_values(path: str) -> numpy.ndarray:
+    values = None
     try:
         with open(path, "rb") as file:
             head = file.read(6)
             file.seek(0)
             if head == b"\x93NUMPY":
-                return numpy.load(file, allow_pickle=False)
-            text = file.read().decode("utf-8")
+                values = numpy.load(file, allow_pickle=False)
+            else:
+                text = file.read().decode("utf-8")
     except FileNotFoundError:
         raise PriorError(f"prior file {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise PriorError(f"prior file {path!r} is a directory, expected a file") from None
     except (OSError, ValueError, UnicodeDecodeError) as error:
         raise PriorError(f"prior file {path!r} cannot be read: {error}") from None
+    if values is not None:
+        if values.dtype.kind not in "fiu":  # complex, strings, booleans: never converted silently
+            raise PriorError(f"prior file {path!r}: expected real numbers, got a .npy of dtype {values.dtype}")
+        return values
     stripped = text.lstrip()
     if stripped.startswith("<"):
         match = _XML_VECTOR.search(text)

@@ -108,6 +108,14 @@ class PythonFeatureScorer:
         # RASR's per-frame calls go straight to the compiled buffer.
         self.add_feature = buffer.add_feature
         self.get_scores = buffer.get_scores
+        if config.buffer_size > 0:
+            logger.warning(
+                "buffer_size %d: get_feature_buffer_size() reports %d frames, but every RASR program that uses a "
+                "feature scorer (speech-recognizer, Flf's recognizer, the aligner; RASR master) fills the buffer "
+                "and then adds one more frame: RASR aborts at frame %d with 'precondition !bufferFilled() "
+                "violated' unless the segment has at most %d frames. Use buffer_size:-1 (whole segments, the "
+                "default) with today's RASR; see docs/recognition.md", config.buffer_size, config.buffer_size,
+                config.buffer_size + 1, config.buffer_size)
         logger.info("scorer ready: model %s, %d -> %d (%s), prior %s, buffer_size %d, threads %d/%d, "
                     "score kernel %s", engine.path, input_dim, output_dim, engine.interface.output_kind,
                     f"{config.prior_file} x {config.prior_scale:g}" if self.prior_term is not None else "none",

@@ -29,7 +29,7 @@ def test_toml_configfile_and_string_wins(tmp_path):
     path = tmp_path / "am.toml"
     path.write_text('onnx = "from-file.onnx"\nprior_scale = 0.3\nintra_op_threads = 2\nbuffer_size = 64\n')
     config = load_config(f"configfile:{path},prior_scale:0.6")
-    assert config.onnx == "from-file.onnx"
+    assert config.onnx == str(tmp_path / "from-file.onnx")  # relative to the file, not the working directory
     assert config.prior_scale == 0.6
     assert config.intra_op_threads == 2 and config.buffer_size == 64
     path.write_text('onnx = "m.onnx"\nprior_scal = 0.3\n')

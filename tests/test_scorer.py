@@ -6,6 +6,7 @@ from onnx_models import build_blstm, build_mlp
 
 import sprintiface
 from sprintiface import ConfigError, FeatureError, ModelError, PriorError, ProtocolError, ScoreError
+from sprintiface.config import load_config
 
 
 def expected_scores(path, x, kind, prior_term=None):
@@ -300,14 +301,24 @@ def test_config_errors(mlp_path, tmp_path):
         rasr_scorer(f"onnx:{mlp_path},action:train", 12, 30)
     with pytest.raises(ConfigError, match="'output_kind'.*expected one of auto, probs"):
         rasr_scorer(f"onnx:{mlp_path},output_kind:softmax", 12, 30)
-    with pytest.raises(ConfigError, match="'buffer_size'.*>= -1"):
+    with pytest.raises(ConfigError, match=r"'buffer_size'.*expected -1 \(whole segments\) or a number of frames > 0"):
         rasr_scorer(f"onnx:{mlp_path},buffer_size:-5", 12, 30)
 
 
-def test_buffer_size_zero_is_rejected(mlp_path):
-    # RASR treats 0 as fatal; reject it where it enters.
-    with pytest.raises((ConfigError, ValueError), match="buffer|max_frames"):
-        rasr_scorer(f"onnx:{mlp_path},buffer_size:0", 12, 30)
+def test_buffer_size_zero_is_rejected_where_it_enters(mlp_path):
+    # RASR treats 0 as fatal: the config says so, before a model is loaded.
+    with pytest.raises(ConfigError, match=r"'buffer_size'.*RASR treats 0 as fatal\); got '0'"):
+        load_config("buffer_size:0")
+
+
+def test_positive_buffer_size_warns_of_rasrs_abort(mlp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="sprintiface")
+    scorer = rasr_scorer(f"onnx:{mlp_path},buffer_size:32", 12, 30)
+    assert scorer.get_feature_buffer_size() == 32
+    assert any("aborts at frame 33" in record.getMessage() and "bufferFilled" in record.getMessage()
+               for record in caplog.records)
 
 
 def test_returnn_model_prefix_and_epoch(tmp_path, model_file):
