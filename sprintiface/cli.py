@@ -1,6 +1,6 @@
 """Command line: ``python -m sprintiface <command>`` (also the ``sprintiface`` script).
 
-Commands: demo, check-model, score, estimate-prior, info, config-table.
+Commands: demo, check-model, score, estimate-prior, dummy-mixtures, info, config-table.
 Errors of sprintiface's kinds print one line and exit with code 2.
 """
 from __future__ import annotations
@@ -197,6 +197,15 @@ def _info(args) -> int:
     return 0
 
 
+def _dummy_mixtures(args) -> int:
+    from sprintiface.mixtures import write_dummy_mixtures
+
+    write_dummy_mixtures(args.output, args.classes, args.dim)
+    print(f"wrote a dummy mixture set ({args.classes} mixtures, dimension {args.dim}) to {args.output}: "
+          f"set acoustic-model.mixture-set.file = {args.output}")
+    return 0
+
+
 def _config_table(args) -> int:
     from sprintiface.config import options_table
 
@@ -251,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="versions, ONNX Runtime providers, threads, score kernel")
     info.set_defaults(run=_info)
+
+    mixtures = commands.add_parser(
+        "dummy-mixtures", help="write the mixture-set file RASR's acoustic model reads even for a Python scorer")
+    mixtures.add_argument("--classes", type=int, required=True,
+                          help="emission classes (= python-feature-scorer-output-dimension)")
+    mixtures.add_argument("--dim", type=int, required=True, help="features per frame (= feature-dimension)")
+    mixtures.add_argument("-o", "--output", required=True, help="the file to write, e.g. dummy.mix")
+    mixtures.set_defaults(run=_dummy_mixtures)
 
     table = commands.add_parser("config-table", help="print the table of config keys (docs/configuration.md)")
     table.set_defaults(run=_config_table)

@@ -75,3 +75,26 @@ def test_info_and_config_table(capsys):
     assert "onnxruntime" in out and "score kernel" in out
     assert main(["config-table"]) == 0
     assert "| `prior_scale` | `1.0` |" in capsys.readouterr().out
+
+
+def test_dummy_mixtures_in_rasrs_estimator_layout(tmp_path, capsys):
+    import struct
+
+    path = tmp_path / "dummy.mix"
+    assert main(["dummy-mixtures", "--classes", "5", "--dim", "3", "-o", str(path)]) == 0
+    assert "mixture-set.file" in capsys.readouterr().out
+    data = path.read_bytes()
+    assert data[:8] == b"MIXSET\0\0" and struct.unpack_from("<II", data, 8) == (2, 3)
+    offset = 16
+    for value in (0.0, 1.0):  # one mean (zeros), one covariance (ones), each with weight 1
+        count, size, *sums, weight = struct.unpack_from("<II3dd", data, offset)
+        assert (count, size, sums, weight) == (1, 3, [value] * 3, 1.0)
+        offset += 4 + 4 + 3 * 8 + 8
+    assert struct.unpack_from("<III", data, offset) == (1, 0, 0)  # one density
+    offset += 12
+    assert struct.unpack_from("<I", data, offset) == (5,)
+    offset += 4
+    assert [struct.unpack_from("<IId", data, offset + 16 * i) for i in range(5)] == [(1, 0, 1.0)] * 5
+    assert offset + 5 * 16 == len(data)
+    assert main(["dummy-mixtures", "--classes", "0", "--dim", "3", "-o", str(tmp_path / "bad.mix")]) == 2
+    assert not (tmp_path / "bad.mix").exists()
