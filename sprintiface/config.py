@@ -68,6 +68,20 @@ def _to_buffer_size(value: Any) -> int:
     return size
 
 
+SCORE_KERNELS = ("auto", "avx512", "avx2", "baseline")
+
+
+def _to_score_kernel(value: Any) -> str:
+    from sprintiface._buffer import available_score_kernels
+
+    name = _to_str(value).strip()
+    if name not in SCORE_KERNELS:
+        raise ValueError(f"expected one of {', '.join(SCORE_KERNELS)}")
+    if name != "auto" and name not in available_score_kernels():
+        raise ValueError(f"this build and CPU run {', '.join(available_score_kernels())}, not {name}")
+    return name
+
+
 def _to_seq_ordering(value: Any) -> str:
     text = str(value).strip()
     if text in ("default", "random", "sorted", "sorted_reverse"):
@@ -148,6 +162,9 @@ OPTIONS: Dict[str, Option] = _options(
            "once: 1 runs the graph sequentially (the default); N > 1 (or 0, ONNX Runtime's default) "
            "switches the session to parallel execution, which pays only for graphs with parallel "
            "branches.", minimum=0),
+    Option("score_kernel", "auto", _to_score_kernel, "Instruction set of the score loop: auto (the "
+           "widest this CPU runs), avx512, avx2 or baseline (SSE2 / NEON). Pin one for bit-identical "
+           "scores across a cluster of different CPUs; a kernel this CPU lacks is an error."),
     Option("buffer_size", -1, _to_buffer_size, "Frames per buffer that get_feature_buffer_size() "
            "reports to RASR: -1, a whole segment, is what every RASR program can use (RASR's "
            "recognizers and aligner abort at frame N+1 with a positive N; see docs/recognition.md). "

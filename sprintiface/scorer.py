@@ -18,6 +18,7 @@ protocol's rules: what a reset forgives, what compute needs, what is logged.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import operator
 import time as _time
@@ -42,6 +43,16 @@ def init_python_feature_scorer(config: str, **kwargs) -> "PythonFeatureScorer":
     return PythonFeatureScorer(config=parsed, **kwargs)
 
 
+#: Memory policy: the frame block and the score matrix are given back when they hold more
+#: than SHRINK_FACTOR x the longest of the last RECENT_SEGMENTS segments (and more than
+#: MIN_FRAMES); they are then cut to KEEP_FACTOR x that length, so one outlier pins its
+#: memory for at most RECENT_SEGMENTS segments.
+RECENT_SEGMENTS = 16
+SHRINK_FACTOR = 4
+KEEP_FACTOR = 1.5
+MIN_FRAMES = 1024
+
+
 def _count(value, call: str, name: str = "num_frames") -> int:
     """``value`` as a frame count (an int, not a bool); ProtocolError naming ``name`` otherwise."""
     if isinstance(value, bool):
@@ -50,6 +61,16 @@ def _count(value, call: str, name: str = "num_frames") -> int:
         return operator.index(value)
     except TypeError:
         raise ProtocolError(f"{call}: expected {name} to be an int, got {type(value).__name__} {value!r}") from None
+
+
+def _return_freed_memory() -> None:
+    """Ask glibc to return freed heap pages to the system (a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class PythonFeatureScorer:
@@ -83,6 +104,10 @@ class PythonFeatureScorer:
         # calls at the last reset: after either, reset() forgives a count that disagrees.
         self._failed = False
         self._rejected_seen = 0
+        self._recent = collections.deque(maxlen=RECENT_SEGMENTS)
+        # For the summary at exit(): frames scored and seconds spent in compute().
+        self._frames_scored = 0
+        self._compute_seconds = 0.0
         configure_logging(config)
 
     # -- once per job ---------------------------------------------------------
@@ -103,8 +128,10 @@ class PythonFeatureScorer:
         self.input_dim, self.output_dim = input_dim, output_dim
         self._engine = engine
         self._binding = engine.new_binding()
-        self._buffer = buffer = FrameBuffer(input_dim, output_dim, config.buffer_size)
+        self._buffer = buffer = FrameBuffer(input_dim, output_dim, config.buffer_size,
+                                            None if config.score_kernel == "auto" else config.score_kernel)
         self._failed, self._rejected_seen = False, 0
+        self._recent.clear()
         # RASR's per-frame calls go straight to the compiled buffer.
         self.add_feature = buffer.add_feature
         self.get_scores = buffer.get_scores
@@ -136,8 +163,12 @@ class PythonFeatureScorer:
         return numpy.ascontiguousarray(log_prior * numpy.float32(config.prior_scale), dtype=numpy.float32)
 
     def exit(self) -> None:
-        """Called by RASR when it shuts the scorer down."""
-        logger.debug("scorer exit after %d segments", self.segment_count)
+        """Called by RASR when it shuts the scorer down: logs the job's summary."""
+        if self._frames_scored:
+            # RASR's frames are 10 ms apart: the real-time factor RASR's ONNX scorer reports.
+            logger.info("scorer done: %d segments, %d frames, compute %.3f s, RTF %.4f", self.segment_count,
+                        self._frames_scored, self._compute_seconds,
+                        self._compute_seconds / (self._frames_scored * 0.01))
         if self._buffer is not None:
             self._buffer.clear()
 
@@ -192,11 +223,22 @@ class PythonFeatureScorer:
             raise ScoreError(
                 f"the model gave non-finite scores for segment {self.get_segment_name()!r} at frame {bad} "
                 f"(of {num_frames}; output kind {engine.kind})")
-        if logger.isEnabledFor(logging.INFO):
-            elapsed = _time.perf_counter() - started
-            # RASR's frames are 10 ms apart: the real-time factor RASR's ONNX scorer reports.
-            logger.info("%s: %d frames, compute %.1f ms, RTF %.4f", self.get_segment_name(),
-                        num_frames, elapsed * 1e3, elapsed / (num_frames * 0.01))
+        elapsed = _time.perf_counter() - started
+        self._frames_scored += num_frames
+        self._compute_seconds += elapsed
+        # A line per segment costs more than a small buffer's whole run: debug only
+        # (the summary comes at exit()).
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s: %d frames, compute %.2f ms, RTF %.4f", self.get_segment_name(),
+                         num_frames, elapsed * 1e3, elapsed / (num_frames * 0.01))
+
+    def _give_back_memory(self, buffer: FrameBuffer, frames: int) -> None:
+        """The memory policy: after a long outlier, storage follows the recent segments again."""
+        self._recent.append(frames)
+        longest = max(max(self._recent), MIN_FRAMES)
+        if max(buffer.score_capacity, buffer.frame_capacity) > SHRINK_FACTOR * longest:
+            buffer.shrink(int(KEEP_FACTOR * longest))
+            _return_freed_memory()
 
     def _require_buffer(self, call: str) -> FrameBuffer:
         if self._buffer is None:
@@ -222,6 +264,7 @@ class PythonFeatureScorer:
         self._failed, self._rejected_seen = False, buffer.rejected
         if held:
             self.segment_count += 1
+            self._give_back_memory(buffer, held)
         if num_frames != held and not forgiven:
             raise ProtocolError(f"reset(num_frames={num_frames}): the buffer held {held} frames")
 
@@ -244,7 +287,7 @@ class PythonFeatureScorer:
         from sprintiface.scores import model_posteriors
 
         features = self.get_features(num_frames)
-        return model_posteriors(self._engine, numpy.ascontiguousarray(features.T)).T
+        return model_posteriors(self._engine, numpy.ascontiguousarray(features.T), self._config.score_kernel).T
 
     def features_to_dataset(self, num_frames: Optional[int] = None):
         """``(dataset, seq_idx)``: the buffered features as a one-segment in-memory dataset."""

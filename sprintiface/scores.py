@@ -44,16 +44,18 @@ def neg_log_scores(output: numpy.ndarray, kind: str, logit_bias: Optional[numpy.
 
 
 def posteriors(output: numpy.ndarray, kind: str, logit_bias: Optional[numpy.ndarray] = None,
-               what: str = "the model") -> numpy.ndarray:
+               kernel: Optional[str] = None, what: str = "the model") -> numpy.ndarray:
     """p(c | x_t) from a model's raw output, in place: float32 (T, C), +prob space,
     no prior; ``exp(-neg_log_scores(...))``."""
-    scores = neg_log_scores(output, kind, logit_bias, None, what=what)
+    scores = neg_log_scores(output, kind, logit_bias, None, kernel, what=what)
     numpy.negative(scores, out=scores)
     numpy.exp(scores, out=scores)
     return scores
 
 
-def model_posteriors(engine, frames: numpy.ndarray) -> numpy.ndarray:
+def model_posteriors(engine, frames: numpy.ndarray, kernel: Optional[str] = None) -> numpy.ndarray:
     """p(c | x_t) of float32 (T, F) ``frames`` from ``engine`` (an OnnxEngine): a fresh
-    float32 (T', C) array, +prob space, no prior."""
-    return posteriors(engine.forward(frames), engine.kind, engine.logit_bias, what=f"ONNX model {engine.path!r}")
+    float32 (T', C) array, +prob space, no prior. ``kernel``: a score kernel name
+    (``score_kernel`` of a config; None or ``auto`` for the best)."""
+    return posteriors(engine.forward(frames), engine.kind, engine.logit_bias, None if kernel == "auto" else kernel,
+                      what=f"ONNX model {engine.path!r}")

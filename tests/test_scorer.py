@@ -366,19 +366,59 @@ def test_module_init_dispatch():
     assert callable(sprintiface.init_python_feature_scorer)
 
 
-def test_one_info_line_per_segment_and_log_level(mlp_path, caplog):
+def test_a_summary_at_exit_a_line_per_segment_at_debug(mlp_path, caplog):
     import logging
 
-    caplog.set_level(logging.DEBUG, logger="sprintiface")
+    caplog.set_level(logging.INFO, logger="sprintiface")
     scorer = rasr_scorer(f"onnx:{mlp_path}", 12, 30)
     caplog.clear()
     score_segment(scorer, features(50, 12))
+    score_segment(scorer, features(20, 12))
+    assert not [r for r in caplog.records if r.name == "sprintiface"]  # nothing per segment at info
+    scorer.exit()
     lines = [r.getMessage() for r in caplog.records if r.name == "sprintiface"]
-    assert len(lines) == 1 and "50 frames, compute" in lines[0] and "RTF" in lines[0]
+    assert len(lines) == 1 and "2 segments, 70 frames, compute" in lines[0] and "RTF" in lines[0]
+    caplog.set_level(logging.DEBUG, logger="sprintiface")
+    verbose = rasr_scorer(f"onnx:{mlp_path},log_level:debug", 12, 30)
+    caplog.clear()
+    score_segment(verbose, features(50, 12))
+    lines = [r.getMessage() for r in caplog.records if r.name == "sprintiface"]
+    assert len(lines) == 1 and "50 frames, compute" in lines[0]
     quiet = rasr_scorer(f"onnx:{mlp_path},log_level:warning", 12, 30)
     caplog.clear()
     score_segment(quiet, features(50, 12))
+    quiet.exit()
     assert not [r for r in caplog.records if r.name == "sprintiface" and r.levelno < logging.WARNING]
+
+
+def test_memory_follows_the_work_after_an_outlier(mlp_path):
+    from sprintiface.scorer import RECENT_SEGMENTS
+
+    scorer = rasr_scorer(f"onnx:{mlp_path},log_level:warning", 12, 30)
+    score_segment(scorer, features(300, 12))
+    buffer = scorer.add_feature.__self__
+    ordinary = buffer.score_capacity
+    score_segment(scorer, features(20000, 12))  # one outlier
+    assert buffer.score_capacity >= 20000
+    for seed in range(RECENT_SEGMENTS):
+        x = features(300, 12, seed)
+        numpy.testing.assert_allclose(score_segment(scorer, x), -numpy.log(bare_run(mlp_path, x)),
+                                      rtol=2e-5, atol=2e-5)
+    assert buffer.score_capacity <= 2 * max(ordinary, 1024) and buffer.frame_capacity <= 2 * 1024
+
+
+def test_score_kernel_is_pinned_by_config(mlp_path):
+    from sprintiface._buffer import available_score_kernels
+
+    x = features(40, 12)
+    scores = {}
+    for kernel in available_score_kernels():
+        scorer = rasr_scorer(f"onnx:{mlp_path},score_kernel:{kernel},log_level:warning", 12, 30)
+        assert scorer.add_feature.__self__.kernel == kernel
+        scores[kernel] = score_segment(scorer, x)
+        numpy.testing.assert_allclose(scores[kernel], -numpy.log(bare_run(mlp_path, x)), rtol=2e-5, atol=2e-5)
+    with pytest.raises(ConfigError, match="'score_kernel'.*expected one of auto, avx512, avx2, baseline"):
+        load_config("score_kernel:sse9")
 
 
 def test_a_length_baked_into_the_graph_is_a_model_error(model_file):

@@ -102,7 +102,7 @@ class Trainer:
                 f"give onnx:<path> (or model/epoch), or use a trainer that implements forward()")
         from sprintiface.scores import model_posteriors
 
-        return model_posteriors(self.engine, numpy.ascontiguousarray(segment.features))
+        return model_posteriors(self.engine, numpy.ascontiguousarray(segment.features), self.config.score_kernel)
 
     def backward(self, segment: Segment, error: float, error_signal: numpy.ndarray,
                  natural_pairing_type: Optional[str]) -> None:

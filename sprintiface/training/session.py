@@ -322,7 +322,7 @@ class TrainingSession:
         elif self.action == "forward":
             from sprintiface.scores import model_posteriors
 
-            posteriors = model_posteriors(self.engine, segment.features)
+            posteriors = model_posteriors(self.engine, segment.features, self.config.score_kernel)
         else:
             self._enter_epoch(segment.epoch)
             if self._queue is not None:  # forward-only with a queued trainer: its updates first
