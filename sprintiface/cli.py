@@ -1,6 +1,6 @@
 """Command line: ``python -m sprintiface <command>`` (also the ``sprintiface`` script).
 
-Commands: demo, check-model, score, estimate-prior, dummy-mixtures, info, config-table.
+Commands: demo, check-model, prepare, score, estimate-prior, dummy-mixtures, info, config-table.
 Errors of sprintiface's kinds print one line and exit with code 2.
 """
 from __future__ import annotations
@@ -197,6 +197,38 @@ def _info(args) -> int:
     return 0
 
 
+def _prepare(args) -> int:
+    import os
+
+    from sprintiface.prepare import prepare_model
+
+    prepared = prepare_model(args.model, args.output, plain=args.plain, quantize=args.quantize,
+                             sample_features=args.features, input_name=args.input_name,
+                             output_name=args.output_name, length_name=args.length_name,
+                             output_kind=args.output_kind)
+    info = prepared.interface
+    print(f"prepared {args.model} -> {prepared.path} ({prepared.form}"
+          f"{', int8 weights' if args.quantize else ''}): serves {info.served_output!r} as {info.served_kind} "
+          f"for output kind {info.output_kind}"
+          f"{' (final ' + str(info.output_op) + ' applied by sprintiface)' if info.cut else ''}")
+    for path in prepared.files:
+        print(f"  {path}: {os.path.getsize(path) / 2**20:.1f} MiB")
+    if prepared.packed_for:
+        target = prepared.packed_for
+        print(f"  weights pre-packed for onnxruntime {target['onnxruntime']} on {target['machine']} "
+              f"({' '.join(target['cpu']) or 'no vector extensions'}); prepare once per CPU type")
+    report = prepared.quantization
+    if report is not None:
+        print(f"int8 against float32 on {report.frames} frames of {report.features}:")
+        print(f"  best class per frame agrees on {100 * report.top1_agreement:.1f}% of frames")
+        print(f"  largest score difference {report.max_score_difference:.4f} (mean "
+              f"{report.mean_score_difference:.4f}), -log space")
+        print(f"  {report.float_us_per_frame:.1f} -> {report.int8_us_per_frame:.1f} us per frame "
+              f"({report.float_us_per_frame / report.int8_us_per_frame:.2f}x as fast)")
+    print(f"use it with pymod-config onnx:{prepared.path} (keep the files together)")
+    return 0
+
+
 def _dummy_mixtures(args) -> int:
     from sprintiface.mixtures import write_dummy_mixtures
 
@@ -260,6 +292,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="versions, ONNX Runtime providers, threads, score kernel")
     info.set_defaults(run=_info)
+
+    prepare = commands.add_parser(
+        "prepare", help="prepare a model once: it then loads with onnxruntime alone and shares its weights")
+    prepare.add_argument("model", help="the ONNX model to prepare")
+    prepare.add_argument("-o", "--output", required=True, help="the prepared model to write")
+    prepare.add_argument("--plain", action="store_true",
+                         help="one self-contained file instead of the shareable form (model + pre-packed weights)")
+    prepare.add_argument("--quantize", action="store_true",
+                         help="int8 weights (dynamic quantization), with a report of speed and score changes")
+    prepare.add_argument("--features", help="sample features for the --quantize report (.npy, .npz, HDF5)")
+    prepare.add_argument("--input-name")
+    prepare.add_argument("--output-name")
+    prepare.add_argument("--length-name")
+    prepare.add_argument("--output-kind", choices=kinds, default="auto")
+    prepare.set_defaults(run=_prepare)
 
     mixtures = commands.add_parser(
         "dummy-mixtures", help="write the mixture-set file RASR's acoustic model reads even for a Python scorer")

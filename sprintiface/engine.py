@@ -13,13 +13,107 @@ from typing import Dict, Optional
 
 import numpy
 
-from sprintiface import graph
+from sprintiface import graph, model_file
 from sprintiface.config import Config, resolve_model_path
 from sprintiface.errors import ModelError
 from sprintiface.graph import LENGTH_DTYPES, ModelInterface
 
 #: Frames of the warm-up run at load time (so the first segment is not slow).
 WARMUP_FRAMES = 16
+
+
+def session_options(intra_op_threads: int = 1, inter_op_threads: int = 1):
+    """The ONNX Runtime session options of every sprintiface session."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    # inter_op_threads only means something in parallel execution: 1 keeps the graph sequential.
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL if inter_op_threads == 1 else \
+        onnxruntime.ExecutionMode.ORT_PARALLEL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # T changes every segment: memory patterns planned for one T do not fit the next.
+    options.enable_mem_pattern = False
+    # Many RASR processes share a node: idle threads must sleep, not spin.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # Failures are raised as ModelError with ONNX Runtime's message; no stderr noise.
+    options.log_severity_level = 4
+    return options
+
+
+def return_freed_memory() -> None:
+    """Ask glibc to return freed heap pages to the system (a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def mapped_bytes(path: str) -> int:
+    """Resident bytes of this process's memory mappings of the file ``path`` (Linux; 0
+    elsewhere): file pages in the page cache, shared by every process that maps them."""
+    target, total, inside = os.path.realpath(path), 0, False
+    try:
+        with open("/proc/self/smaps", encoding="utf-8", errors="replace") as smaps:
+            for line in smaps:
+                if line[:1].isdigit() or line[:1] in "abcdef" and "-" in line.split(" ", 1)[0]:
+                    parts = line.split(None, 5)
+                    inside = len(parts) == 6 and parts[5].strip() == target
+                elif inside and line.startswith("Rss:"):
+                    total += int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return total
+
+
+def _prepare_in_memory(path, input_name, output_name, length_name, output_kind):
+    """A plain model, prepared at load: ``(interface, model bytes)``. The bytes are the
+    graph alone, its weights left in the file (sprintiface.model_file), so the model
+    is never held twice; only this path imports onnx."""
+    try:
+        import onnx
+    except ImportError:
+        raise ModelError(
+            f"ONNX model {path!r} is not prepared, and preparing it at load needs the onnx package: "
+            f"pip install 'sprintiface[onnx]', or prepare it once with `sprintiface prepare {path} -o OUT` "
+            f"(then only onnxruntime is needed)") from None
+    try:
+        model = onnx.load_from_string(model_file.graph_without_weights(path))
+    except ModelError:
+        raise
+    except Exception as error:  # onnx raises DecodeError and others
+        raise ModelError(f"ONNX model {path!r} cannot be read: {error}") from None
+    interface = graph.prepare(model, path, input_name, output_name, length_name, output_kind)
+    return interface, model.SerializeToString()
+
+
+def _check_prepared(interface: ModelInterface, input_name, output_name, length_name, output_kind) -> None:
+    """A prepared model serves what its plan says: config keys that ask for something else are errors."""
+    asked = {"input_name": (input_name, interface.feature_input.name),
+             "output_name": (output_name, interface.output.name),
+             "length_name": (length_name, interface.length_input.name if interface.length_input else None),
+             "output_kind": (None if output_kind == "auto" else output_kind, interface.output_kind)}
+    for key, (given, planned) in asked.items():
+        if given is not None and given != planned:
+            raise ModelError(f"ONNX model {interface.path!r} was prepared with {key} {planned!r}, but the config "
+                             f"asks for {given!r}: prepare it again with that setting")
+
+
+def _check_session(session, interface: ModelInterface) -> None:
+    """The tensors the plan names exist in the session (a prepared file may have been edited)."""
+    inputs = {node.name for node in session.get_inputs()}
+    outputs = {node.name for node in session.get_outputs()}
+    wanted = [(interface.feature_input.name, inputs, "input"), (interface.served_output, outputs, "output")]
+    if interface.length_input is not None:
+        wanted.append((interface.length_input.name, inputs, "input"))
+    for name, names, what in wanted:
+        if name not in names:
+            raise ModelError(f"ONNX model {interface.path!r}: its plan serves {what} {name!r}, which the model "
+                             f"does not have (it has {', '.join(sorted(names))}); prepare it again")
 
 
 class OnnxEngine:
@@ -36,37 +130,33 @@ class OnnxEngine:
 
     def __init__(self, path: str, *, intra_op_threads: int = 1, inter_op_threads: int = 1,
                  input_name: Optional[str] = None, output_name: Optional[str] = None,
-                 length_name: Optional[str] = None, output_kind: str = "auto"):
+                 length_name: Optional[str] = None, output_kind: str = "auto", share_weights: bool = False):
         import onnxruntime
 
         self.path = path
-        model = graph.load(path)
-        interface = graph.prepare(model, path, input_name, output_name, length_name, output_kind)
-        try:
-            source = model.SerializeToString()
-        except ValueError:  # over protobuf's 2 GB: serve the file as it is
+        options = session_options(intra_op_threads, inter_op_threads)
+        metadata = model_file.read_metadata(path)
+        #: Whether the model was prepared (``sprintiface prepare``): loaded with onnxruntime alone.
+        self.prepared = graph.PLAN_KEY in metadata
+        if self.prepared:
+            interface = graph.interface_from_metadata(metadata, path)
+            _check_prepared(interface, input_name, output_name, length_name, output_kind)
             source = path
-            interface = graph.describe(graph.load(path), path, input_name, output_name, length_name, output_kind)
-        del model
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = inter_op_threads
-        # inter_op_threads only means something in parallel execution: 1 keeps the graph sequential.
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL if inter_op_threads == 1 else \
-            onnxruntime.ExecutionMode.ORT_PARALLEL
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # T changes every segment: memory patterns planned for one T do not fit the next.
-        options.enable_mem_pattern = False
-        # Many RASR processes share a node: idle threads must sleep, not spin.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        # Failures are raised as ModelError with ONNX Runtime's message; no stderr noise.
-        options.log_severity_level = 4
+        else:
+            interface, source = _prepare_in_memory(path, input_name, output_name, length_name, output_kind)
+            # The weights stay in the file: ONNX Runtime maps them from there.
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                             os.path.dirname(os.path.realpath(path)))
+        if share_weights:
+            # Use the (memory-mapped, page-cache) weights in place instead of packing private
+            # copies: the processes of a node share one copy, at some compute per run.
+            options.add_session_config_entry("session.disable_prepacking", "1")
         try:
             self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as error:
             raise ModelError(f"ONNX Runtime cannot load {path!r}: {error}") from None
         del source
+        _check_session(self.session, interface)
         self.interface: ModelInterface = interface
         self.kind = interface.served_kind
         self.logit_bias = interface.logit_bias
@@ -76,6 +166,34 @@ class OnnxEngine:
         self._length_dtype = LENGTH_DTYPES[interface.length_input.elem_type] if interface.length_input else None
         self.output_dim = self._warm_up(self.input_dim) if self.input_dim else interface.output_dim
         self._check_bias()
+        # Loading leaves freed heap behind (ONNX Runtime's parse of the graph): give it back.
+        return_freed_memory()
+        #: Bytes of the prepared weights file mapped in this process (shared with other
+        #: processes through the page cache), or None for a model without one.
+        self.shared_weight_bytes = self._report_sharing(metadata.get("sprintiface.packed_for"), share_weights)
+
+    def _report_sharing(self, packed_for: Optional[str], share_weights: bool) -> Optional[int]:
+        """Log whether the pre-packed weights of a prepared model are used from its file."""
+        if not packed_for:
+            return None
+        import json
+
+        from sprintiface.log import logger
+        from sprintiface.prepare import packing_target
+
+        recorded = json.loads(packed_for)
+        weights = os.path.join(os.path.dirname(os.path.realpath(self.path)), recorded.pop("weights", ""))
+        mapped = mapped_bytes(weights)
+        here = packing_target()
+        if recorded != here and not share_weights:
+            logger.warning(
+                "%s: its weights were pre-packed for %s; this process runs %s, so ONNX Runtime packs them "
+                "again in private memory (scores are right, the weights are not shared between processes): "
+                "prepare the model on this CPU type, or set share_weights:true", self.path, recorded, here)
+        else:
+            logger.info("%s: %.1f MB of weights mapped from %s, shared with the node's other processes",
+                        self.path, mapped / 1e6, weights)
+        return mapped
 
     def _check_bias(self) -> None:
         if self.logit_bias is not None and self.output_dim and self.logit_bias.shape[0] != self.output_dim:
@@ -90,7 +208,8 @@ class OnnxEngine:
         path = resolve_model_path(config)
         options = dict(intra_op_threads=config.intra_op_threads, inter_op_threads=config.inter_op_threads,
                        input_name=config.input_name, output_name=config.output_name,
-                       length_name=config.length_name, output_kind=config.output_kind)
+                       length_name=config.length_name, output_kind=config.output_kind,
+                       share_weights=config.share_weights)
         key = (os.path.realpath(path), tuple(sorted(options.items())))
         with cls._cache_lock:
             engine = cls._cache.get(key)

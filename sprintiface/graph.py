@@ -22,8 +22,11 @@ Runtime) and numerically better (no log of an underflowed probability).
 """
 from __future__ import annotations
 
+import base64
+import json
+import os
 from dataclasses import dataclass, replace
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy
 
@@ -311,7 +314,7 @@ def _elem_type(graph, name: str, depth: int = 0) -> Optional[int]:
     return None
 
 
-def _bias_add(graph, name: str, classes):
+def _bias_add(graph, name: str, classes, base_dir: str):
     """``(add_node, other_input, bias)`` when ``name`` is made by Add(x, b) with b a
     float32 initializer holding one value per class (shape [C], [1, C] or [1, 1, C];
     more than one value when the class axis is dynamic) and only the softmax reads
@@ -329,7 +332,7 @@ def _bias_add(graph, name: str, classes):
         init = initializers.get(bias_name)
         if init is None or other in initializers or init.data_type != FLOAT32:
             continue
-        bias = numpy_helper.to_array(init)
+        bias = numpy_helper.to_array(init, base_dir)  # base_dir: where external data lives
         is_class_vector = bias.ndim >= 1 and bias.size == bias.shape[-1]
         fits = bias.shape[-1] == classes if isinstance(classes, int) else bias.shape[-1] > 1
         if is_class_vector and fits:
@@ -363,7 +366,7 @@ def cut_normalisation(model, interface: ModelInterface) -> ModelInterface:
     if _elem_type(graph, logits) != FLOAT32:
         return interface  # the logits would not be float32 (e.g. a float16 model): serve it whole
     logit_bias = None
-    bias_add = _bias_add(graph, logits, output.shape[-1])
+    bias_add = _bias_add(graph, logits, output.shape[-1], os.path.dirname(os.path.abspath(interface.path)))
     if bias_add is not None:
         add_node, logits, logit_bias = bias_add
         cut.append(add_node)
@@ -425,3 +428,64 @@ def prepare(model, path: str, input_name: Optional[str] = None, output_name: Opt
     interface = cut_normalisation(model, interface)
     forget_static_shapes(model, interface)
     return interface
+
+
+# -- what `sprintiface prepare` records in the model ---------------------------------
+
+#: The metadata_props key of a prepared model's plan (a JSON ModelInterface).
+PLAN_KEY = "sprintiface.plan"
+PLAN_VERSION = 1
+
+
+def _tensor_to_json(tensor: TensorInfo) -> dict:
+    return {"name": tensor.name, "elem_type": tensor.elem_type,
+            "shape": None if tensor.shape is None else list(tensor.shape)}
+
+
+def _tensor_from_json(value: dict) -> TensorInfo:
+    shape = value["shape"]
+    return TensorInfo(value["name"], int(value["elem_type"]), None if shape is None else tuple(shape))
+
+
+def interface_to_metadata(interface: ModelInterface) -> Dict[str, str]:
+    """The metadata_props entries that let a prepared model load without the onnx package."""
+    bias = interface.logit_bias
+    plan = {
+        "version": PLAN_VERSION,
+        "inputs": [_tensor_to_json(t) for t in interface.inputs],
+        "outputs": [_tensor_to_json(t) for t in interface.outputs],
+        "feature_input": interface.feature_input.name,
+        "length_input": interface.length_input.name if interface.length_input else None,
+        "output": interface.output.name, "output_op": interface.output_op, "output_kind": interface.output_kind,
+        "served_output": interface.served_output, "served_kind": interface.served_kind,
+        # float32, little-endian, base64: bit-exact
+        "logit_bias": None if bias is None else base64.b64encode(bias.astype("<f4").tobytes()).decode("ascii"),
+        "input_dim": interface.input_dim, "output_dim": interface.output_dim,
+    }
+    return {PLAN_KEY: json.dumps(plan, separators=(",", ":"))}
+
+
+def interface_from_metadata(metadata: Dict[str, str], path: str) -> ModelInterface:
+    """The ModelInterface a prepared model records (see :func:`interface_to_metadata`)."""
+    try:
+        plan = json.loads(metadata[PLAN_KEY])
+        if plan.get("version") != PLAN_VERSION:
+            raise ModelError(f"ONNX model {path!r} was prepared by a sprintiface with plan version "
+                             f"{plan.get('version')}, this one reads version {PLAN_VERSION}: prepare it again")
+        inputs = tuple(_tensor_from_json(t) for t in plan["inputs"])
+        outputs = tuple(_tensor_from_json(t) for t in plan["outputs"])
+        by_name = {t.name: t for t in inputs + outputs}
+        bias = plan["logit_bias"]
+        return ModelInterface(
+            path=path, inputs=inputs, outputs=outputs, feature_input=by_name[plan["feature_input"]],
+            length_input=by_name[plan["length_input"]] if plan["length_input"] else None,
+            output=by_name[plan["output"]], output_op=plan["output_op"], output_kind=plan["output_kind"],
+            served_output=plan["served_output"], served_kind=plan["served_kind"],
+            logit_bias=None if bias is None else numpy.frombuffer(base64.b64decode(bias), dtype="<f4").astype(
+                numpy.float32),
+            input_dim=plan["input_dim"], output_dim=plan["output_dim"])
+    except ModelError:
+        raise
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelError(f"ONNX model {path!r}: its {PLAN_KEY} metadata is damaged ({type(error).__name__}: "
+                         f"{error}); prepare it again with `sprintiface prepare`") from None

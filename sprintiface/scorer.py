@@ -28,7 +28,7 @@ import numpy
 
 from sprintiface._buffer import FrameBuffer
 from sprintiface.config import Config, load_config, require_file
-from sprintiface.engine import OnnxEngine
+from sprintiface.engine import OnnxEngine, return_freed_memory
 from sprintiface.errors import ConfigError, FeatureError, ProtocolError, ScoreError
 from sprintiface.log import configure_logging, logger
 from sprintiface.priors import load_prior
@@ -61,16 +61,6 @@ def _count(value, call: str, name: str = "num_frames") -> int:
         return operator.index(value)
     except TypeError:
         raise ProtocolError(f"{call}: expected {name} to be an int, got {type(value).__name__} {value!r}") from None
-
-
-def _return_freed_memory() -> None:
-    """Ask glibc to return freed heap pages to the system (a no-op elsewhere)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class PythonFeatureScorer:
@@ -238,7 +228,7 @@ class PythonFeatureScorer:
         longest = max(max(self._recent), MIN_FRAMES)
         if max(buffer.score_capacity, buffer.frame_capacity) > SHRINK_FACTOR * longest:
             buffer.shrink(int(KEEP_FACTOR * longest))
-            _return_freed_memory()
+            return_freed_memory()
 
     def _require_buffer(self, call: str) -> FrameBuffer:
         if self._buffer is None:

@@ -1,0 +1,274 @@
+"""Prepared models (``sprintiface prepare MODEL.onnx -o OUT``): load with onnxruntime alone, share weights.
+
+A prepared model is the model as the scorer serves it — the final softmax (and
+the bias before it) cut, the exporter's stale shapes forgotten — with the plan
+recorded in its own metadata (``sprintiface.plan``, sprintiface.graph), so that
+loading it needs onnxruntime and numpy only. Two forms:
+
+- **shareable** (the default): ``OUT`` and a weights file ``OUT.<id>.data`` next
+  to it, written by ONNX Runtime with its pre-packed weights
+  (``session.save_external_prepacked_constant_initializers``). Every process
+  that loads ``OUT`` maps the packed weights from the page cache: the jobs of a
+  node share one copy, and run at full speed. The packed layout belongs to the
+  CPU's kernels and the ONNX Runtime version, which are recorded
+  (``sprintiface.packed_for``); where they differ, ONNX Runtime notices (its
+  packed blobs are keyed by a hash of what it packs itself) and packs a private
+  copy instead — scores stay right, the weights are then not shared, and
+  sprintiface says so at load. Prepare once per CPU type of a cluster.
+- **plain** (``--plain``): one self-contained file, weights inline.
+
+``--quantize`` makes the weights int8 (ONNX Runtime's dynamic quantization)
+and reports what that costs in accuracy and gains in speed on sample features.
+Everything is written under temporary names and renamed: complete or absent.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy
+
+from sprintiface import graph, model_file
+from sprintiface.errors import ModelError
+
+#: metadata_props keys besides the plan.
+PACKED_FOR_KEY = "sprintiface.packed_for"
+PREPARED_BY_KEY = "sprintiface.prepared_by"
+#: CPU features whose kernels ONNX Runtime's packed layouts may depend on.
+_CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "amx_tile",
+              "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "sve", "sve2", "bf16")
+
+
+def packing_target() -> Dict[str, object]:
+    """What pre-packed weights depend on, for this process: ONNX Runtime's version,
+    the machine and the CPU's relevant features. (A prepared model records this
+    and the name of its weights file under ``sprintiface.packed_for``.)"""
+    import onnxruntime
+
+    flags = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
+            for line in file:
+                if line.startswith(("flags", "Features")):
+                    flags.update(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {"onnxruntime": onnxruntime.__version__, "machine": platform.machine(),
+            "cpu": sorted(flag for flag in _CPU_FLAGS if flag in flags)}
+
+
+@dataclass
+class QuantizationReport:
+    """int8 against float32 on the same frames: how far the scores move, how much faster."""
+
+    frames: int
+    features: str
+    top1_agreement: float          # share of frames whose best class is the same
+    max_score_difference: float    # largest |score_int8 - score_float| (-log space)
+    mean_score_difference: float
+    float_us_per_frame: float
+    int8_us_per_frame: float
+
+
+@dataclass
+class Prepared:
+    """What ``prepare_model`` wrote."""
+
+    path: str
+    files: List[str]
+    form: str                      # "shareable" or "plain"
+    interface: graph.ModelInterface
+    packed_for: Optional[Dict[str, object]] = None
+    quantization: Optional[QuantizationReport] = None
+    notes: List[str] = field(default_factory=list)
+
+
+def _require_onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ModelError("preparing a model needs the onnx package: pip install 'sprintiface[onnx]'") from None
+    return onnx
+
+
+def _set_metadata(model, entries: Dict[str, str]) -> None:
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in entries]
+    del model.metadata_props[:]
+    for key, value in kept + list(entries.items()):
+        model.metadata_props.add(key=key, value=value)
+
+
+def prepare_model(source: str, output: str, *, plain: bool = False, quantize: bool = False,
+                  sample_features: Optional[str] = None, input_name: Optional[str] = None,
+                  output_name: Optional[str] = None, length_name: Optional[str] = None,
+                  output_kind: str = "auto") -> Prepared:
+    """Prepare ``source`` into ``output`` (see the module docstring)."""
+    from sprintiface._version import __version__
+
+    onnx = _require_onnx()
+    if os.path.isdir(output):
+        raise ModelError(f"prepare: the output {output!r} is a directory, expected a file name")
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise ModelError(f"prepare: the output's directory {directory!r} does not exist")
+    model = graph.load(source)
+    interface = graph.prepare(model, source, input_name, output_name, length_name, output_kind)
+    metadata = graph.interface_to_metadata(interface)
+    metadata[PREPARED_BY_KEY] = json.dumps({"sprintiface": __version__, "source": os.path.basename(source),
+                                            "quantized": quantize})
+    work = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.", dir=directory)
+    try:
+        report = None
+        if quantize:
+            model, report = _quantize(onnx, model, metadata, work, interface, sample_features)
+        _set_metadata(model, metadata)
+        if plain:
+            return _write_plain(onnx, model, output, work, interface, report)
+        return _write_shareable(onnx, model, output, work, interface, report)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_plain(onnx, model, output, work, interface, report) -> Prepared:
+    staged = os.path.join(work, os.path.basename(output))
+    try:
+        onnx.save_model(model, staged)
+    except ValueError:  # protobuf's 2 GB
+        raise ModelError("prepare --plain: the model is over 2 GB, which one ONNX file cannot hold; "
+                         "prepare the shareable form") from None
+    os.replace(staged, output)
+    return Prepared(output, [output], "plain", interface, quantization=report)
+
+
+def _save_with_external_weights(onnx, model, path: str, page: int = 4096) -> None:
+    """``model`` to ``path`` with initializers of 1 KB and more in ``path + '.data'``,
+    each at an offset that is a multiple of ``page`` (so ONNX Runtime can map it)."""
+    from onnx import external_data_helper
+
+    data_name = os.path.basename(path) + ".data"
+    offset = 0
+    with open(os.path.join(os.path.dirname(path), data_name), "wb") as data:
+        for tensor in model.graph.initializer:
+            if not tensor.HasField("raw_data") or len(tensor.raw_data) < model_file.EXTERNAL_MIN_BYTES:
+                continue
+            padding = (-offset) % page
+            data.write(b"\0" * padding)
+            offset += padding
+            data.write(tensor.raw_data)
+            external_data_helper.set_external_data(tensor, data_name, offset, len(tensor.raw_data))
+            offset += len(tensor.raw_data)
+            tensor.ClearField("raw_data")
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+    onnx.save_model(model, path)
+
+
+def _write_shareable(onnx, model, output, work, interface, report) -> Prepared:
+    import onnxruntime
+
+    from sprintiface.engine import session_options
+
+    staged_source = os.path.join(work, "source.onnx")
+    _save_with_external_weights(onnx, model, staged_source)
+    name = os.path.basename(output)
+    data_name = f"{name}.{os.urandom(4).hex()}.data"  # a new name: a model being replaced keeps its own
+    staged = os.path.join(work, name)
+    options = session_options()
+    # Layout changes for one CPU (NCHWc) are left to the loading process: EXTENDED, not ALL.
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = staged
+    options.add_session_config_entry("session.optimized_model_external_initializers_file_name", data_name)
+    options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
+                                     str(model_file.EXTERNAL_MIN_BYTES))
+    options.add_session_config_entry("session.save_external_prepacked_constant_initializers", "1")
+    try:
+        onnxruntime.InferenceSession(staged_source, options, providers=["CPUExecutionProvider"])
+    except Exception as error:
+        raise ModelError(f"prepare: ONNX Runtime cannot load the prepared model: {error}") from None
+    packed_for = dict(packing_target(), weights=data_name)
+    entries = {key: value for key, value in ((p.key, p.value) for p in model.metadata_props)}
+    entries[PACKED_FOR_KEY] = json.dumps(packed_for, separators=(",", ":"))
+    written = model_file.read_metadata(staged)
+    missing = {key: value for key, value in entries.items() if written.get(key) != value}
+    if missing:
+        model_file.append_metadata(staged, missing)
+    final_data = os.path.join(os.path.dirname(os.path.abspath(output)), data_name)
+    os.replace(os.path.join(work, data_name), final_data)
+    os.replace(staged, output)  # the model last: until here an earlier OUT stays whole
+    _remove_other_weight_files(output, keep=final_data)
+    return Prepared(output, [output, final_data], "shareable", interface, packed_for=packed_for, quantization=report)
+
+
+def _remove_other_weight_files(output: str, keep: str) -> None:
+    """Weights files of a model that ``output`` replaced."""
+    directory, name = os.path.split(os.path.abspath(output))
+    for entry in os.listdir(directory):
+        path = os.path.join(directory, entry)
+        if entry.startswith(name + ".") and entry.endswith(".data") and path != keep:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _quantize(onnx, model, metadata, work, interface, sample_features):
+    """``model`` with int8 weights (ONNX Runtime's dynamic quantization of MatMul and
+    friends, per channel), and the report of what that changes on sample frames."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    float_path = os.path.join(work, "float.onnx")
+    int8_path = os.path.join(work, "int8.onnx")
+    _set_metadata(model, metadata)
+    _save_with_external_weights(onnx, model, float_path)
+    try:
+        quantize_dynamic(float_path, int8_path, per_channel=True, weight_type=QuantType.QInt8)
+    except Exception as error:
+        raise ModelError(f"prepare --quantize: ONNX Runtime's quantization failed: {error}") from None
+    quantized = onnx.load(int8_path)
+    _set_metadata(quantized, metadata)
+    onnx.save_model(quantized, int8_path)
+    return quantized, _compare(float_path, int8_path, interface, sample_features)
+
+
+def _compare(float_path: str, int8_path: str, interface, sample_features: Optional[str]) -> QuantizationReport:
+    from sprintiface.engine import OnnxEngine
+    from sprintiface.scores import neg_log_scores
+
+    engines = [OnnxEngine(float_path), OnnxEngine(int8_path)]
+    input_dim = engines[0].input_dim
+    if input_dim is None:
+        raise ModelError("prepare --quantize: the model's feature axis is dynamic; give --features to compare on")
+    if sample_features:
+        from sprintiface.feature_files import read_segments
+
+        segments, described = [], sample_features
+        for _, frames in read_segments(sample_features):
+            segments.append(frames)
+            if sum(len(s) for s in segments) >= 2000:
+                break
+    else:
+        rng = numpy.random.default_rng(0)
+        segments = [rng.standard_normal((500, input_dim)).astype(numpy.float32) for _ in range(2)]
+        described = "random normal features (pessimistic: give --features for real ones)"
+    scores, seconds = [[], []], [0.0, 0.0]
+    for frames in segments:
+        for index, engine in enumerate(engines):
+            engine.forward(frames)  # warm at this length
+            started = time.perf_counter()
+            output = engine.forward(frames)
+            seconds[index] += time.perf_counter() - started
+            scores[index].append(neg_log_scores(output, engine.kind, engine.logit_bias))
+    reference, quantized = numpy.concatenate(scores[0]), numpy.concatenate(scores[1])
+    difference = numpy.abs(quantized.astype(numpy.float64) - reference)
+    frames = reference.shape[0]
+    return QuantizationReport(
+        frames=frames, features=described,
+        top1_agreement=float(numpy.mean(reference.argmin(axis=1) == quantized.argmin(axis=1))),
+        max_score_difference=float(difference.max()), mean_score_difference=float(difference.mean()),
+        float_us_per_frame=seconds[0] / frames * 1e6, int8_us_per_frame=seconds[1] / frames * 1e6)

@@ -1,0 +1,115 @@
+"""sprintiface prepare: a prepared model loads with onnxruntime alone, scores like the
+plain one, shares its weights file, and is written complete or absent."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy
+import pytest
+from conftest import bare_run, features, make_engine, rasr_scorer, score_segment
+from onnx_models import build_blstm, build_mlp
+
+from sprintiface import ModelError
+from sprintiface.cli import main
+from sprintiface.model_file import append_metadata, read_metadata
+
+WITHOUT_ONNX = textwrap.dedent("""
+    import sys, numpy
+    sys.modules["onnx"] = None  # any import of onnx fails
+    import sprintiface
+    scorer = sprintiface.init(name="Sprint.PythonControl", sprint_unit="PythonFeatureScorer", reference=None,
+                              callback=None, version_number=5, config="onnx:" + sys.argv[1] + ",log_level:warning")
+    scorer.init(input_dim=12, output_dim=30)
+    x = numpy.load(sys.argv[2])
+    for t in range(len(x)):
+        scorer.add_feature(feature=x[t], time=t)
+    scorer.compute(num_frames=len(x))
+    numpy.save(sys.argv[3], numpy.stack([scorer.get_scores(time=t) for t in range(len(x))]))
+    assert "onnx" not in sys.modules or sys.modules["onnx"] is None
+""")
+
+
+@pytest.mark.parametrize("form", [[], ["--plain"]])
+@pytest.mark.parametrize("builder", [build_mlp, build_blstm])
+def test_prepared_model_scores_without_onnx(tmp_path, model_file, form, builder, capsys):
+    source = model_file(builder(12, 30, seed=4))
+    prepared = str(tmp_path / "am.prepared.onnx")
+    assert main(["prepare", source, "-o", prepared] + form) == 0
+    out = capsys.readouterr().out
+    assert "serves" in out and ("pre-packed" in out) == (form == [])
+    x = features(41, 12)
+    numpy.save(tmp_path / "x.npy", x)
+    result = subprocess.run([sys.executable, "-c", WITHOUT_ONNX, prepared, str(tmp_path / "x.npy"),
+                             str(tmp_path / "scores.npy")], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    numpy.testing.assert_allclose(numpy.load(tmp_path / "scores.npy"), -numpy.log(bare_run(source, x)),
+                                  rtol=2e-5, atol=2e-5)
+    files = sorted(os.listdir(tmp_path))
+    weights = [name for name in files if name.startswith("am.prepared.onnx.") and name.endswith(".data")]
+    assert len(weights) == (0 if form else 1)
+    assert not [name for name in files if name.startswith(".am.prepared")]  # no work directory left
+
+
+def test_preparing_again_replaces_the_weights_file(tmp_path, mlp_path):
+    prepared = str(tmp_path / "am.onnx")
+    assert main(["prepare", mlp_path, "-o", prepared]) == 0
+    first = [n for n in os.listdir(tmp_path) if n.endswith(".data")]
+    assert main(["prepare", mlp_path, "-o", prepared]) == 0
+    second = [n for n in os.listdir(tmp_path) if n.endswith(".data")]
+    assert len(first) == len(second) == 1 and first != second
+    engine = make_engine(prepared)
+    assert engine.prepared and engine.kind == "logits" and engine.logit_bias.shape == (30,)
+
+
+def test_a_plain_model_without_onnx_says_how_to_go_on(mlp_path, tmp_path):
+    code = ("import sys; sys.modules['onnx'] = None\n"
+            "from sprintiface.config import load_config\nfrom sprintiface.engine import OnnxEngine\n"
+            f"OnnxEngine.from_config(load_config('onnx:{mlp_path}'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "ModelError" in result.stderr and "sprintiface prepare" in result.stderr and "sprintiface[onnx]" in \
+        result.stderr
+
+
+def test_prepared_plan_wins_over_config_and_damage_is_named(tmp_path, mlp_path):
+    prepared = str(tmp_path / "am.onnx")
+    assert main(["prepare", mlp_path, "-o", prepared, "--plain"]) == 0
+    with pytest.raises(ModelError, match="prepared with output_kind 'probs', but the config asks for 'logits'"):
+        rasr_scorer(f"onnx:{prepared},output_kind:logits", 12, 30)
+    assert "sprintiface.plan" in read_metadata(prepared)
+    append_metadata(prepared, {"sprintiface.plan": "{not json"})  # the later entry wins
+    with pytest.raises(ModelError, match="metadata is damaged.*prepare it again"):
+        rasr_scorer(f"onnx:{prepared}", 12, 30)
+
+
+def test_quantize_reports_accuracy_and_speed(tmp_path, model_file, capsys):
+    source = model_file(build_mlp(40, 200, (128, 128), seed=5))
+    numpy.savez(tmp_path / "sample.npz", a=features(300, 40, 1), b=features(200, 40, 2))
+    prepared = str(tmp_path / "am.int8.onnx")
+    assert main(["prepare", source, "-o", prepared, "--quantize", "--features", str(tmp_path / "sample.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "int8 against float32 on 500 frames" in out and "agrees on" in out and "us per frame" in out
+    scorer = rasr_scorer(f"onnx:{prepared},log_level:warning", 40, 200)
+    x = features(50, 40, 3)
+    got, reference = score_segment(scorer, x), -numpy.log(bare_run(source, x))
+    assert numpy.mean(got.argmin(axis=1) == reference.argmin(axis=1)) > 0.8
+    assert numpy.abs(got - reference).max() < 1.0
+
+
+def test_prepare_errors(tmp_path, mlp_path, capsys):
+    assert main(["prepare", mlp_path, "-o", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["prepare", mlp_path, "-o", str(tmp_path / "missing" / "am.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "garbage.onnx").write_bytes(b"\xff" * 100)
+    assert main(["prepare", str(tmp_path / "garbage.onnx"), "-o", str(tmp_path / "out.onnx")]) == 2
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_a_model_behind_a_symlink(tmp_path, mlp_path):
+    os.symlink(mlp_path, tmp_path / "link.onnx")
+    x = features(9, 12)
+    numpy.testing.assert_allclose(score_segment(rasr_scorer(f"onnx:{tmp_path / 'link.onnx'}", 12, 30), x),
+                                  -numpy.log(bare_run(mlp_path, x)), rtol=2e-5, atol=2e-5)
