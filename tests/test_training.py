@@ -461,3 +461,30 @@ def test_nn_trainer_runs_print_a_line_per_segment_at_info_and_nothing_at_warning
     assert "sprintiface: epoch 1 ends (3 segments fed in this session)" in lines
     assert any("dump: 6 segments, 45 frames written to" in line for line in lines)
     assert run("warning") == []
+
+
+@pytest.mark.parametrize("queue_size", [0, 4])
+def test_a_failed_feed_is_recorded_and_the_dump_never_gets_its_final_name(tmp_path, queue_size):
+    dump = tmp_path / "d.hdf"
+    rasr_init(f"action:train,dump_file:{dump},queue_size:{queue_size}", "target-segment-orth")
+
+    def feed(name, orthography):
+        sprintiface.feedInputAndTargetSegmentOrth(features=rasr_features(3), targetSegmentOrth=orthography,
+                                                  weights=None, segmentName=name)
+
+    feed("s0", "fine ")
+    feed("s1", "also fine ")
+    with pytest.raises(TrainerError, match="(?s)failed.*UnicodeEncodeError"):
+        feed("s2", "bad \ud800 ")  # a lone surrogate has no UTF-8: the dump's hook fails
+        sprintiface._training.session._queue.join()  # queued: the failure comes at the next call
+        feed("s3", "next ")
+    with pytest.raises(TrainerError):  # the caller went on to exit(): the failure again, no final name
+        sprintiface.exit()
+    assert sorted(os.listdir(tmp_path)) == ["d.hdf.partial"]
+    assert read_dump(f"{dump}.partial")["tags"] == ["s0", "s1"]
+
+
+def test_feed_input_forwarding_in_criterion_by_sprint_would_lose_the_segment(tmp_path, mlp_path):
+    rasr_init(f"action:train,dump_file:{tmp_path / 'd.hdf'},onnx:{mlp_path}", "criterion-by-sprint")
+    with pytest.raises(ProtocolError, match="criterion-by-sprint takes feedInput.*not feedInputForwarding"):
+        sprintiface.feedInputForwarding(features=rasr_features(3), weights=None, segmentName="s")

@@ -127,8 +127,8 @@ class DumpTrainer(Trainer):
 
     When segments are written: train_segment (the target modes with targets,
     unsupervised); forward (forward-only: RASR gets the model's posteriors, so
-    these modes need ``onnx``/``model``); backward or discard
-    (criterion-by-sprint: after RASR's finishError / finishDiscard).
+    these modes need ``onnx``/``model``); in criterion-by-sprint at backward or
+    discard (RASR's finishError / finishDiscard, or exit() while one waits).
 
     The file is written under ``<dump_file>.<host>.<pid>.<random>.tmp`` and renamed
     to ``dump_file`` by :meth:`finish` only. :meth:`abort` (the run is not
@@ -154,7 +154,9 @@ class DumpTrainer(Trainer):
         if target_mode == "target-generic":
             self.keys["speaker_name"] = (256, 1)
             self.keys["speaker_gender"] = (256, 1)
-        if target_mode == "criterion-by-sprint":
+        #: criterion-by-sprint: a segment is written when RASR's error for it came (or it was discarded).
+        self._criterion = target_mode == "criterion-by-sprint"
+        if self._criterion:
             self.keys["loss"] = (1, 1)
         self.keys = dict(sorted(self.keys.items()))
         self.num_segments = 0
@@ -202,7 +204,7 @@ class DumpTrainer(Trainer):
             for key, (dim, ndim) in self.keys.items():
                 size.attrs[key] = numpy.array([dim, ndim], dtype="int32")
                 labels.create_dataset(key, (0,), string)
-            self._check_writes("creating the file")
+            self._check_writes("while creating the file")
         except BaseException:
             self._discard()
             raise
@@ -214,16 +216,18 @@ class DumpTrainer(Trainer):
 
     def forward(self, segment: Segment) -> numpy.ndarray:
         posteriors = super().forward(segment)
-        if self.target_mode != "criterion-by-sprint":
-            self._write(segment)  # forward-only: no finishError follows
+        if not self._criterion:
+            self._write(segment)  # forward-only: RASR's error for it never comes
         return posteriors
 
     def backward(self, segment: Segment, error: float, error_signal: numpy.ndarray,
                  natural_pairing_type: Optional[str]) -> None:
-        self._write(segment, loss=error)
+        if self._criterion:
+            self._write(segment, loss=error)
 
     def discard(self, segment: Segment) -> None:
-        self._write(segment)
+        if self._criterion:
+            self._write(segment)
 
     def finish(self) -> None:
         """Close the file and give it its final name; TrainerError if anything failed to write."""
@@ -231,11 +235,12 @@ class DumpTrainer(Trainer):
             return
         try:
             self._close_file()
-            self._check_writes("closing the file")
-            os.replace(self._temporary, self.path)
-        except OSError as error:
-            self._discard()
-            raise TrainerError(f"dump_file {self.path!r}: cannot give the finished dump its name: {error}") from error
+            self._check_writes("while closing the file")
+            try:
+                os.replace(self._temporary, self.path)
+            except OSError as error:
+                raise TrainerError(f"dump_file {self.path!r}: cannot give the finished dump its name: "
+                                   f"{error}") from error
         except BaseException:
             self._discard()
             raise
@@ -261,8 +266,10 @@ class DumpTrainer(Trainer):
                     return
             except Exception:
                 logger.exception("dump: cannot keep the incomplete dump as %s", partial)
+        failed = self._writing or self._io.error is not None
         self._discard()
-        logger.warning("dump: the run failed; nothing was written to %s", self.path)
+        logger.warning("dump: the run did not complete and %s; nothing was kept of %s",
+                       "a write failed" if failed else "no segment was written", self.path)
 
     # -- writing -------------------------------------------------------------------
 
@@ -271,7 +278,7 @@ class DumpTrainer(Trainer):
         if self._file is None:
             raise TrainerError(f"dump_file {self.path!r}: segment {segment.name!r} came after the dump was closed")
         if self._io.error is not None:
-            self._check_writes(f"segment {segment.name!r}")
+            self._check_writes(f"before segment {segment.name!r}")
         values = {
             "classes": segment.alignment,
             "weights": segment.weights,
@@ -297,12 +304,12 @@ class DumpTrainer(Trainer):
         self._writing = False
         self.num_segments += 1
         self.num_frames += segment.num_frames
-        self._check_writes(f"segment {segment.name!r}")
+        self._check_writes(f"at segment {segment.name!r}")
 
     def _check_writes(self, what: str) -> None:
         error = self._io.error
         if error is not None:
-            raise TrainerError(f"dump_file {self.path!r}: writing {what} failed: {error.strerror or error} "
+            raise TrainerError(f"dump_file {self.path!r}: a write failed {what}: {error.strerror or error} "
                                f"(errno {error.errno}); the dump is incomplete and will not be kept") from error
 
     def _close_file(self) -> None:

@@ -23,8 +23,14 @@ Epochs come from the schedule (:mod:`sprintiface.training.schedule`): each
 segment is located in it by name; an epoch ends (``end_epoch``, checkpoint,
 done marker) when a segment of a later epoch arrives or at exit() once the
 generator handed all of it out. Without sprintiface's segment ordering the
-whole run is one epoch, complete at exit(). A process that ends without exit()
-(atexit) finishes the trainer but completes no epoch.
+whole run is one epoch, complete at exit().
+
+The trainer gets ``finish()`` only at RASR's exit() after a run in which no
+hook failed and no fed segment was refused (action train); otherwise
+``abort()``: also when the process ends without exit() (atexit; no epoch is
+completed then) or a new init() replaces the session. Every array a trainer
+gets is its own copy. Each segment is logged at INFO on the 'sprintiface'
+logger (configured from ``log_level`` here and at getSegmentList).
 """
 from __future__ import annotations
 
@@ -348,7 +354,16 @@ class TrainingSession:
         self._log_segment(segment, f"to trainer {type(trainer).__name__}")
 
     def forward(self, segment: Segment) -> numpy.ndarray:
-        """Posteriors (outputDim, T') float32, Fortran order, for RASR."""
+        """feedInputForwarding: posteriors (outputDim, T') float32, Fortran order, for RASR."""
+        if self.trainer is not None and self.target_mode == "criterion-by-sprint":
+            # the trainer would wait for a finishError that never comes: the segment would be lost
+            error = ProtocolError(f"segment {segment.name!r}: target mode criterion-by-sprint takes feedInput "
+                                  f"(then finishError or finishDiscard), not feedInputForwarding")
+            self._reject(segment.name, error)
+            raise error
+        return self._forward(segment)
+
+    def _forward(self, segment: Segment) -> numpy.ndarray:
         if self.trainer is not None:
             self._enter_epoch(segment.epoch)
         self.segments += 1
@@ -399,7 +414,7 @@ class TrainingSession:
                                   f"still waits for finishError() or finishDiscard()")
             self._reject(segment.name, error)
             raise error
-        posteriors = self.forward(segment)
+        posteriors = self._forward(segment)
         self._pending = segment
         self._pending_frames = posteriors.shape[1]
         return posteriors
