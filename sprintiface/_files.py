@@ -4,9 +4,9 @@ Everything sprintiface writes goes to a temporary file next to its final
 name and is renamed only when complete. A temporary is named
 ``<final name>.<host>.<pid>.<random>.tmp`` and held under an exclusive
 ``flock`` by the process writing it, so that a later run can tell the
-leftovers of a killed writer (SIGKILL, SIGTERM, a node failure) from a file
-another live process is still writing: :func:`remove_stale_temporaries`
-removes those of this host whose lock is free.
+leftovers of a killed writer (SIGKILL, SIGTERM) from a file another live
+process is still writing: :func:`remove_stale_temporaries` removes those of
+this host whose process is gone and whose lock is free.
 """
 from __future__ import annotations
 
@@ -52,29 +52,42 @@ def _lock(handle: int) -> None:
         return
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 def _writer_alive(handle: int, pid: int) -> bool:
-    """Whether the process that made the temporary open as ``handle`` still writes it."""
+    """Whether the process that made the temporary open as ``handle`` may still write it.
+
+    Its lock (held while it writes, released when it dies however it dies)
+    and its pid must both say it is gone: the pid covers the moment between
+    creating and locking the file, the lock covers a pid of another pid
+    namespace (containers sharing a host name) and filesystems that lock.
+    """
+    if _process_alive(pid):
+        return True
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False  # nobody holds the lock: the writer is gone
+        return False
     except BlockingIOError:
         return True
-    except OSError:  # no locks on this filesystem: ask the process table
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+    except OSError:  # no locks on this filesystem: the pid has spoken
+        return False
 
 
 def remove_stale_temporaries(path: str) -> List[str]:
     """Remove the temporaries of ``path`` that a dead process of this host left; returns them.
 
-    A temporary is stale when it carries this host's name and no process holds
-    its lock (its writer was killed: locks end with the process). Temporaries
-    of other hosts (a shared filesystem) and of live writers are left alone.
+    A temporary is stale when it carries this host's name, the process of its
+    pid is gone and no process holds its lock (its writer was killed: locks end
+    with the process). Temporaries of other hosts (a shared filesystem) and of
+    live writers are left alone.
     """
     directory = os.path.dirname(os.path.abspath(path))
     pattern = re.compile(re.escape(os.path.basename(path)) + r"\.(?P<host>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")

@@ -104,7 +104,7 @@ def test_a_killed_dump_leaves_nothing_complete_and_the_next_run_cleans_up(tmp_pa
     # No handler is installed: the default action ends the process at once, no atexit.
     assert job.returncode == -signal_number
     stale = leftovers(tmp_path)
-    assert len(stale) == 1 and stale[0].startswith(f"dump.hdf.") and f".{job.pid}." in stale[0]
+    assert len(stale) == 1 and stale[0].startswith("dump.hdf.") and f".{job.pid}." in stale[0]
     assert sorted(os.listdir(tmp_path)) == stale  # no dump.hdf, no dump.hdf.partial
     # The next run of the job removes the killed one's temporary and writes the dump.
     result = run_job(config, "--segments", 3)
