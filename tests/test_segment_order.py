@@ -107,6 +107,8 @@ def test_protocol_errors_for_what_rasr_never_passes():
         sprintiface.getSegmentList(corpusName="c", segmentList=None, segmentsInfo=None, config="")
     with pytest.raises(ProtocolError, match=r"hold segment names \(str\), got 3 \(int\)"):
         sprintiface.getSegmentList(corpusName="c", segmentList=["a", 3], segmentsInfo=None, config="")
+    with pytest.raises(ProtocolError, match="expected config to be the python-segment-order-config string, got int"):
+        sprintiface.getSegmentList(corpusName="c", segmentList=["a"], segmentsInfo=None, config=123)
 
 
 # What RASR passes without use-data-source = true: "time" (seconds) only.

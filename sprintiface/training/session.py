@@ -75,6 +75,9 @@ class TrainingProcess:
         """getSegmentList: a generator over the segment names of every epoch."""
         from sprintiface.segment_order import make_schedule
 
+        if config is not None and not isinstance(config, str):
+            raise ProtocolError(f"getSegmentList: expected config to be the python-segment-order-config string, "
+                                f"got {type(config).__name__}")
         parsed = load_config(config)
         configure_logging(parsed)
         self.config = parsed
