@@ -1,19 +1,127 @@
-"""Writing files that are complete or absent."""
+"""Writing files that are complete or absent.
+
+Everything sprintiface writes goes to a temporary file next to its final
+name and is renamed only when complete. A temporary is named
+``<final name>.<host>.<pid>.<random>.tmp`` and held under an exclusive
+``flock`` by the process writing it, so that a later run can tell the
+leftovers of a killed writer (SIGKILL, SIGTERM) from a file another live
+process is still writing: :func:`remove_stale_temporaries` removes those of
+this host whose process is gone and whose lock is free.
+"""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import re
+import socket
 import tempfile
+from typing import List, Tuple
+
+#: Part of every temporary's name; a host's cleanup only touches its own.
+_HOST = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "localhost"
+
+
+def create_temporary(path: str) -> Tuple[int, str]:
+    """Create and lock a fresh temporary file next to ``path``: ``(fd, temporary path)``.
+
+    The file is mode 0644 (results are meant to be shared) and locked with
+    ``flock(LOCK_EX)`` for as long as ``fd`` is open. Raises OSError when the
+    directory is missing or not writable.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = f"{os.path.basename(path)}.{_HOST}.{os.getpid()}."
+    handle, temporary = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(handle, 0o644)
+        _lock(handle)
+    except BaseException:
+        os.close(handle)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return handle, temporary
+
+
+def _lock(handle: int) -> None:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:  # a filesystem without locks: the pid in the name still tells
+        if isinstance(error, BlockingIOError):
+            raise
+        return
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def _writer_alive(handle: int, pid: int) -> bool:
+    """Whether the process that made the temporary open as ``handle`` may still write it.
+
+    Its lock (held while it writes, released when it dies however it dies)
+    and its pid must both say it is gone: the pid covers the moment between
+    creating and locking the file, the lock covers a pid of another pid
+    namespace (containers sharing a host name) and filesystems that lock.
+    """
+    if _process_alive(pid):
+        return True
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:  # no locks on this filesystem: the pid has spoken
+        return False
+
+
+def remove_stale_temporaries(path: str) -> List[str]:
+    """Remove the temporaries of ``path`` that a dead process of this host left; returns them.
+
+    A temporary is stale when it carries this host's name, the process of its
+    pid is gone and no process holds its lock (its writer was killed: locks end
+    with the process). Temporaries of other hosts (a shared filesystem) and of
+    live writers are left alone.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(re.escape(os.path.basename(path)) + r"\.(?P<host>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or match.group("host") != _HOST or int(match.group("pid")) == os.getpid():
+            continue
+        candidate = os.path.join(directory, name)
+        try:
+            handle = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            if not _writer_alive(handle, int(match.group("pid"))):
+                os.unlink(candidate)
+                removed.append(candidate)
+        except OSError:
+            pass
+        finally:
+            os.close(handle)
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = "wb"):
     """Open a temporary file next to ``path``; rename it to ``path`` only when
     the block finishes without an exception (otherwise it is removed)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    handle, temporary = create_temporary(path)
     try:
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(handle, mode) as file:
             yield file
             file.flush()
@@ -23,11 +131,3 @@ def atomic_write(path: str, mode: str = "wb"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
-
-
-def temporary_path_for(path: str) -> str:
-    """A fresh temporary name next to ``path`` (for writers that open by name, like h5py)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    os.close(handle)
-    return temporary

@@ -185,7 +185,8 @@ OPTIONS: Dict[str, Option] = _options(
            "dump (write them to dump_file), or package.module:factory for your own "
            "(see sprintiface.training.Trainer)."),
     Option("dump_file", None, _to_str, "HDF5 file the dump trainer writes, in RETURNN's HDFDataset "
-           "layout (needs h5py: pip install sprintiface[hdf5]).", is_path=True),
+           "layout (needs h5py: pip install sprintiface[hdf5]); checked at init. Written only by a complete "
+           "run (RASR's exit()); an incomplete one leaves <dump_file>.partial.", is_path=True),
     Option("checkpoint_dir", None, _to_str, "Directory for checkpoints: after each epoch the trainer "
            "saves there and epoch.NNN.done marks the epoch finished; a restarted job resumes after the "
            "last finished epoch.", is_path=True),
@@ -195,7 +196,8 @@ OPTIONS: Dict[str, Option] = _options(
     Option("seq_ordering", "default", _to_seq_ordering, "Order of the segments in each epoch: default "
            "(corpus order), random (seeded by seed and epoch), sorted / sorted_reverse (by length), "
            "laplace:N (random bins of N segments, each sorted by length, alternating direction). "
-           "Lengths need python-segment-order-with-segment-info = true."),
+           "Lengths need python-segment-order-with-segment-info = true: segmentsInfo's nframes, "
+           "or its time (use-data-source is not needed)."),
     Option("seed", 0, _to_int, "Seed of the random orderings."),
     Option("partition_epoch", 1, _to_int, "Split the corpus into N parts: each epoch sees the next part.",
            minimum=1),

@@ -16,24 +16,61 @@ pass.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Dict, Optional, Sequence
 
 import numpy
 
 from sprintiface.config import Config
-from sprintiface.errors import ConfigError
+from sprintiface.errors import ConfigError, ProtocolError
+from sprintiface.log import logger
+
+#: Frames per second of RASR's usual 10 ms frame shift: converts segmentsInfo's "time" to frames.
+FRAMES_PER_SECOND = 100
 
 
-def _lengths(names: Sequence[str], segments_info: Optional[Dict[str, dict]], ordering: str) -> numpy.ndarray:
-    if not segments_info:
+def _number(value) -> bool:
+    return isinstance(value, (int, float, numpy.integer, numpy.floating)) and not isinstance(value, bool) \
+        and bool(numpy.isfinite(value)) and value >= 0
+
+
+def segment_lengths(names: Sequence[str], segments_info, ordering: str) -> numpy.ndarray:
+    """Length in frames of every segment of ``names``, from RASR's ``segmentsInfo``.
+
+    ``nframes`` when every segment has it (RASR passes it only with
+    ``use-data-source = true``), else ``time`` (seconds, always passed) times
+    :data:`FRAMES_PER_SECOND` (a segment without ``time`` keeps its
+    ``nframes``). Only the order of the lengths matters to the orderings.
+    """
+    if segments_info is None:
         raise ConfigError(
             f"config key 'seq_ordering' is {ordering!r}, which needs segment lengths, but RASR passed no "
             f"segmentsInfo: set python-segment-order-with-segment-info = true")
-    try:
-        return numpy.array([int(segments_info[name]["nframes"]) for name in names], dtype=numpy.int64)
-    except KeyError as error:
-        raise ConfigError(
-            f"seq_ordering {ordering!r}: segmentsInfo has no 'nframes' for segment {error.args[0]!r}") from None
+    if not isinstance(segments_info, Mapping):
+        raise ProtocolError(f"getSegmentList: expected segmentsInfo to be a dict of segment name -> "
+                            f"{{'time': seconds, 'nframes': frames}}, got {type(segments_info).__name__}")
+    entries = []
+    for name in names:
+        entry = segments_info.get(name)
+        if not isinstance(entry, Mapping):
+            got = "no entry" if entry is None else f"a {type(entry).__name__}"
+            raise ConfigError(f"seq_ordering {ordering!r} needs the length of segment {name!r}, but segmentsInfo "
+                              f"has {got} for it; expected a dict with 'time' (seconds) or 'nframes'")
+        for key in ("nframes", "time"):
+            if key in entry and not _number(entry[key]):
+                raise ConfigError(f"seq_ordering {ordering!r}: segmentsInfo[{name!r}][{key!r}] is {entry[key]!r}; "
+                                  f"expected a finite number >= 0")
+        if "nframes" not in entry and "time" not in entry:
+            raise ConfigError(f"seq_ordering {ordering!r}: segmentsInfo[{name!r}] has neither 'nframes' nor 'time' "
+                              f"(got keys {sorted(map(str, entry))}); expected 'time' in seconds")
+        entries.append(entry)
+    if all("nframes" in entry for entry in entries):
+        logger.info("segment order %s: lengths from segmentsInfo's 'nframes'", ordering)
+        return numpy.array([entry["nframes"] for entry in entries], dtype=numpy.float64)
+    logger.info("segment order %s: lengths from segmentsInfo's 'time' (x %d frames per second)", ordering,
+                FRAMES_PER_SECOND)
+    return numpy.array([entry["time"] * FRAMES_PER_SECOND if "time" in entry else entry["nframes"]
+                        for entry in entries], dtype=numpy.float64)
 
 
 def pass_order(num_segments: int, ordering: str, seed: int, corpus_pass: int,
@@ -77,8 +114,15 @@ def make_schedule(segment_list: Sequence[str], segments_info: Optional[Dict[str,
     """
     from sprintiface.training.schedule import EpochSchedule
 
+    if isinstance(segment_list, (str, bytes)) or not isinstance(segment_list, Iterable):
+        raise ProtocolError(f"getSegmentList: expected segmentList to be a list of segment names, "
+                            f"got {type(segment_list).__name__}")
     names = list(segment_list)
+    for name in names:
+        if not isinstance(name, str):
+            raise ProtocolError(f"getSegmentList: expected segmentList to hold segment names (str), "
+                                f"got {name!r} ({type(name).__name__})")
     lengths = None
     if config.seq_ordering.startswith(("sorted", "laplace")):
-        lengths = _lengths(names, segments_info, config.seq_ordering)
+        lengths = segment_lengths(names, segments_info, config.seq_ordering)
     return EpochSchedule(names, config, lambda cfg, epoch: epoch_order(len(names), cfg, epoch, lengths))

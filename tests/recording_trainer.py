@@ -6,6 +6,8 @@ import numpy
 from sprintiface.training import Trainer
 
 CALLS = []
+#: What the trainer kept: (segment, error signal or None), as a batching learner keeps them.
+KEPT = []
 
 
 class RecordingTrainer(Trainer):
@@ -18,10 +20,15 @@ class RecordingTrainer(Trainer):
         if segment.name == RecordingTrainer.fail_on:
             raise ValueError(f"cannot learn from {segment.name}")
         CALLS.append(("train_segment", segment.name, segment.num_frames, segment.epoch))
+        KEPT.append((segment, None))
 
     def backward(self, segment, error, error_signal, natural_pairing_type):
         CALLS.append(("backward", segment.name, error, error_signal.shape, natural_pairing_type,
                       float(error_signal[0, 0])))
+        KEPT.append((segment, error_signal))
+
+    def discard(self, segment):
+        CALLS.append(("discard", segment.name))
 
     def end_epoch(self, epoch):
         CALLS.append(("end_epoch", epoch))
@@ -36,6 +43,9 @@ class RecordingTrainer(Trainer):
 
     def finish(self):
         CALLS.append(("finish",))
+
+    def abort(self):
+        CALLS.append(("abort",))
 
 
 def make(config, input_dim, output_dim, target_mode):

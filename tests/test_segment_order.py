@@ -2,7 +2,7 @@
 import pytest
 
 import sprintiface
-from sprintiface import ConfigError
+from sprintiface import ConfigError, ProtocolError
 
 NAMES = [f"corpus/seg-{i}" for i in range(23)]
 INFO = {name: {"nframes": (i * 37) % 101 + 1, "time": 0.1} for i, name in enumerate(NAMES)}
@@ -79,8 +79,63 @@ def test_errors_at_the_call():
         sprintiface.getSegmentList(corpusName="c", segmentList=NAMES, segmentsInfo=None, config="seq_ordering:sorted")
     with pytest.raises(ConfigError, match="'seq_ordering'.*laplace:N"):
         sprintiface.getSegmentList(corpusName="c", segmentList=NAMES, segmentsInfo=None, config="seq_ordering:shuffle")
-    with pytest.raises(ConfigError, match="no 'nframes' for segment 'corpus/seg-0'"):
-        sprintiface.getSegmentList(corpusName="c", segmentList=NAMES, segmentsInfo={"x": {}}, config="seq_ordering:sorted")
+
+
+@pytest.mark.parametrize("info, message", [
+    ({"x": {}}, r"length of segment 'corpus/seg-0', but segmentsInfo has no entry for it; expected a dict "
+                r"with 'time' \(seconds\) or 'nframes'"),
+    ({name: {"speaker": "a"} for name in NAMES},
+     r"segmentsInfo\['corpus/seg-0'\] has neither 'nframes' nor 'time' \(got keys \['speaker'\]\)"),
+    ({name: {"time": "1.5"} for name in NAMES}, r"segmentsInfo\['corpus/seg-0'\]\['time'\] is '1.5'; expected a "
+                                                r"finite number >= 0"),
+    ({name: {"time": float("nan")} for name in NAMES}, r"\['time'\] is nan; expected a finite number"),
+    ({name: {"nframes": True} for name in NAMES}, r"\['nframes'\] is True; expected a finite number"),
+    ({name: {"time": -1.0} for name in NAMES}, r"\['time'\] is -1.0"),
+    ({name: 3.2 for name in NAMES}, r"segment 'corpus/seg-0', but segmentsInfo has a float for it"),
+])
+def test_a_bad_segments_info_entry_names_the_segment_and_what_was_expected(info, message):
+    for ordering in ("sorted", "sorted_reverse", "laplace:4"):
+        with pytest.raises(ConfigError, match=message):
+            sprintiface.getSegmentList(corpusName="c", segmentList=NAMES, segmentsInfo=info,
+                                       config=f"seq_ordering:{ordering}")
+
+
+def test_protocol_errors_for_what_rasr_never_passes():
+    with pytest.raises(ProtocolError, match="expected segmentsInfo to be a dict.*got list"):
+        sprintiface.getSegmentList(corpusName="c", segmentList=NAMES, segmentsInfo=[1], config="seq_ordering:sorted")
+    with pytest.raises(ProtocolError, match="expected segmentList to be a list of segment names, got NoneType"):
+        sprintiface.getSegmentList(corpusName="c", segmentList=None, segmentsInfo=None, config="")
+    with pytest.raises(ProtocolError, match=r"hold segment names \(str\), got 3 \(int\)"):
+        sprintiface.getSegmentList(corpusName="c", segmentList=["a", 3], segmentsInfo=None, config="")
+    with pytest.raises(ProtocolError, match="expected config to be the python-segment-order-config string, got int"):
+        sprintiface.getSegmentList(corpusName="c", segmentList=["a"], segmentsInfo=None, config=123)
+
+
+# What RASR passes without use-data-source = true: "time" (seconds) only.
+TIME_ONLY = {name: {"time": ((i * 37) % 101 + 1) / 100} for i, name in enumerate(NAMES)}
+
+
+@pytest.mark.parametrize("ordering", ["sorted", "sorted_reverse", "laplace:5"])
+def test_orderings_work_from_time_alone_like_from_nframes(ordering):
+    # INFO's nframes are TIME_ONLY's times at 100 frames per second: the same order
+    config = f"seq_ordering:{ordering},seed:3,num_epochs:2"
+    assert segment_list(config, info=TIME_ONLY) == segment_list(config, info=INFO)
+    times = [TIME_ONLY[name]["time"] for name in segment_list(f"seq_ordering:{ordering}", info=TIME_ONLY)]
+    if ordering == "sorted":
+        assert times == sorted(times)
+    elif ordering == "sorted_reverse":
+        assert times == sorted(times, reverse=True)
+
+
+def test_nframes_wins_when_every_entry_has_it_else_time():
+    # nframes and time disagree: nframes orders when all have it...
+    info = {name: {"nframes": i, "time": 1.0 / (i + 1)} for i, name in enumerate(NAMES)}
+    assert segment_list("seq_ordering:sorted", info=info) == NAMES
+    # ...time (x 100) as soon as one lacks it; an entry without time keeps its nframes
+    info[NAMES[0]] = {"time": 0.5}
+    info[NAMES[1]] = {"nframes": 10_000}
+    order = segment_list("seq_ordering:sorted", info=info)
+    assert order[-1] == NAMES[1] and order.index(NAMES[0]) > order.index(NAMES[2])
 
 
 def test_get_final_epoch_reads_the_config():

@@ -19,6 +19,7 @@ h5py = pytest.importorskip("h5py")
 @pytest.fixture(autouse=True)
 def clean_session():
     recording_trainer.CALLS.clear()
+    recording_trainer.KEPT.clear()
     recording_trainer.RecordingTrainer.fail_on = None
     yield
     process = sprintiface._training
@@ -159,10 +160,10 @@ def test_criterion_by_sprint_round_trip_and_order_errors(mlp_path):
         sprintiface.finishError(error=1.0, errorSignal=numpy.zeros((30, 6), numpy.float32), naturalPairingType=None)
     posteriors = sprintiface.feedInput(features=features, weights=None, segmentName="s1")
     assert posteriors.shape == (30, 6) and posteriors.flags.f_contiguous
-    with pytest.raises(ProtocolError, match="feedInput for segment 's2' while segment 's1' still waits"):
-        sprintiface.feedInput(features=features, weights=None, segmentName="s2")
-    with pytest.raises(FeatureError, match=r"expected errorSignal of shape \(30, 6\).*got \(30, 5\)"):
+    with pytest.raises(FeatureError, match=r"expected a float32 errorSignal of shape \(30, 6\).*got float32 \(30, 5\)"):
         sprintiface.finishError(error=1.0, errorSignal=numpy.zeros((30, 5), numpy.float32), naturalPairingType="softmax")
+    with pytest.raises(FeatureError, match=r"float32 errorSignal.*got float64 \(30, 6\)"):
+        sprintiface.finishError(error=1.0, errorSignal=numpy.zeros((30, 6)), naturalPairingType="softmax")
     signal = numpy.asfortranarray(numpy.full((30, 6), 0.25, numpy.float32))
     sprintiface.finishError(error=2.5, errorSignal=signal, naturalPairingType="softmax")
     with pytest.raises(ProtocolError, match="finishError.*without"):
@@ -173,8 +174,22 @@ def test_criterion_by_sprint_round_trip_and_order_errors(mlp_path):
         sprintiface.finishDiscard()
     sprintiface.exit()
     assert ("backward", "s1", 2.5, (6, 30), "softmax", 0.25) in recording_trainer.CALLS
+    assert ("discard", "s3") in recording_trainer.CALLS
     assert not any(call[0] == "backward" and call[1] == "s3" for call in recording_trainer.CALLS)
     assert recording_trainer.CALLS[-1] == ("finish",)
+
+
+def test_a_segment_fed_out_of_order_ends_the_run_incomplete(mlp_path):
+    rasr_init(f"action:train,trainer:recording_trainer:make,onnx:{mlp_path}", "criterion-by-sprint")
+    features = rasr_features(6)
+    sprintiface.feedInput(features=features, weights=None, segmentName="s1")
+    with pytest.raises(ProtocolError, match="feedInput for segment 's2' while segment 's1' still waits"):
+        sprintiface.feedInput(features=features, weights=None, segmentName="s2")
+    # s2 never reached the trainer: the run cannot be complete any more
+    with pytest.raises(TrainerError, match="segment 's2' was rejected.*cannot complete.*init"):
+        sprintiface.finishDiscard()
+    sprintiface.exit()
+    assert recording_trainer.CALLS[-1] == ("abort",) and ("finish",) not in recording_trainer.CALLS
 
 
 def test_epochs_checkpoints_and_resume(tmp_path):
@@ -245,30 +260,6 @@ def test_input_errors_and_config_errors(mlp_path):
     assert sprintiface._training.session.segments == 1
 
 
-RUN_WITHOUT_EXIT = textwrap.dedent("""
-    import sys, numpy, sprintiface
-    dump, end = sys.argv[1], sys.argv[2]
-    sprintiface.init(inputDim=4, outputDim=3, allowDownsampling=False, config="action:train,dump_file:" + dump,
-                     targetMode="target-alignment", cudaEnabled=0, cudaActiveGpu=-1)
-    for i in range(5):
-        sprintiface.feedInputAndTargetAlignment(features=numpy.asfortranarray(numpy.ones((4, 7), numpy.float32) * i),
-                                                targetAlignment=numpy.zeros(7, numpy.uint32), weights=None,
-                                                segmentName="s%d" % i)
-    if end == "killed":
-        import os
-        os._exit(1)  # no atexit: as if the job were killed
-""")
-
-
-def test_no_data_lost_when_exit_is_missed_and_nothing_complete_when_killed(tmp_path):
-    for end, exists in (("no-exit", True), ("killed", False)):
-        dump = tmp_path / f"{end}.hdf"
-        subprocess.run([sys.executable, "-c", RUN_WITHOUT_EXIT, str(dump), end], cwd=tmp_path, timeout=120)
-        assert dump.exists() == exists
-    data = read_dump(tmp_path / "no-exit.hdf")
-    assert data["tags"] == [f"s{i}" for i in range(5)] and data["inputs"].shape == (35, 4)
-
-
 def test_features_to_dataset_and_module_surface():
     features = rasr_features(5)
     dataset, seq_idx = sprintiface.features_to_dataset(features=features, segment_name="x/1")
@@ -315,3 +306,185 @@ def test_epochs_come_from_the_schedule_not_from_counting(read_ahead, keep):
     assert [(c[1], c[3]) for c in recording_trainer.CALLS if c[0] == "train_segment"] == expected
     assert [c for c in recording_trainer.CALLS if c[0] in ("start_epoch", "end_epoch")] == [
         (hook, epoch) for epoch in (1, 2, 3) for hook in ("start_epoch", "end_epoch")]
+
+
+def test_criterion_by_sprint_dumps_every_segment_with_rasrs_error(tmp_path, mlp_path):
+    dump = tmp_path / "crit.hdf"
+    rasr_init(f"action:train,trainer:dump,dump_file:{dump},onnx:{mlp_path}", "criterion-by-sprint")
+    fed = []
+    for index in range(4):
+        features = rasr_features(5 + index, seed=index)
+        weights = numpy.full(5 + index, 0.5, numpy.float32) if index == 1 else None
+        posteriors = sprintiface.feedInput(features=features, weights=weights, segmentName=f"s{index}")
+        numpy.testing.assert_allclose(posteriors, bare_run(mlp_path, numpy.ascontiguousarray(features.T)).T,
+                                      rtol=1e-5, atol=1e-7)
+        if index == 2:
+            sprintiface.finishDiscard()
+        else:
+            sprintiface.finishError(error=10.0 + index, errorSignal=numpy.asfortranarray(posteriors),
+                                    naturalPairingType="softmax")
+        fed.append(features.T.copy())
+    sprintiface.feedInput(features=rasr_features(3, seed=9), weights=None, segmentName="s4")  # exit() comes first
+    sprintiface.exit()
+    data = read_dump(dump)
+    assert data["tags"] == ["s0", "s1", "s2", "s3", "s4"] and data["attrs"]["numSeqs"] == 5
+    numpy.testing.assert_array_equal(data["inputs"][:26], numpy.concatenate(fed))
+    assert data["keys"] == ["loss", "weights"] and data["size"]["loss"] == [1, 1]
+    numpy.testing.assert_array_equal(data["targets"]["loss"], [10.0, 11.0, 13.0])  # none for discarded s2, s4
+    assert data["lengths"].tolist() == [[5, 1, 0], [6, 1, 6], [7, 0, 0], [8, 1, 0], [3, 0, 0]]
+
+
+def test_forward_only_dumps_every_segment_and_needs_a_model(tmp_path, mlp_path):
+    dump = tmp_path / "fwd.hdf"
+    with pytest.raises(ConfigError, match="trainer 'dump' in target mode forward-only returns posteriors.*onnx"):
+        rasr_init(f"action:train,dump_file:{dump}", "forward-only")
+    with pytest.raises(ConfigError, match="criterion-by-sprint.*needs a model"):
+        rasr_init(f"action:train,dump_file:{dump}", "criterion-by-sprint")
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("fwd")]  # checked before creating any
+    rasr_init(f"action:train,dump_file:{dump},onnx:{mlp_path}", "forward-only")
+    features = rasr_features(7)
+    posteriors = sprintiface.feedInputForwarding(features=features, weights=None, segmentName="f0")
+    assert posteriors.shape == (30, 7) and posteriors.flags.f_contiguous
+    sprintiface.exit()
+    data = read_dump(dump)
+    assert data["tags"] == ["f0"] and data["keys"] == ["weights"]
+    numpy.testing.assert_array_equal(data["inputs"], features.T)
+
+
+@pytest.mark.parametrize("flag, allowed", [(0, False), (1, True), (False, False), (True, True)])
+def test_allow_downsampling_comes_as_an_int(flag, allowed):
+    sprintiface.init(inputDim=12, outputDim=30, allowDownsampling=flag, config="action:nop",
+                     targetMode="forward-only", cudaEnabled=0, cudaActiveGpu=-1)
+    assert sprintiface._training.session.allow_downsampling is allowed
+
+
+@pytest.mark.parametrize("flag", [2, -1, "1", None, 1.0])
+def test_allow_downsampling_other_values_are_refused(flag):
+    with pytest.raises(ProtocolError, match="expected allowDownsampling to be 0 or 1"):
+        sprintiface.init(inputDim=12, outputDim=30, allowDownsampling=flag, config="action:nop",
+                         targetMode="forward-only", cudaEnabled=0, cudaActiveGpu=-1)
+
+
+@pytest.mark.parametrize("queue_size", [0, 4])
+def test_trainers_own_their_arrays_when_rasr_reuses_its_buffers(queue_size):
+    rasr_init(f"action:train,trainer:recording_trainer:make,queue_size:{queue_size}", "target-generic")
+    features = rasr_features(6)
+    alignment = numpy.arange(6, dtype=numpy.uint32)
+    weights = numpy.full(6, 0.5, numpy.float32)
+    expected = []
+    for index in range(5):
+        features[:] = index  # RASR fills the same buffers for every segment
+        alignment[:] = index
+        weights[:] = index
+        sprintiface.feedInputAndTarget(features=features, weights=weights, segmentName=f"s{index}",
+                                       alignment=alignment, orthography="a ", speaker_name=None, speaker_gender=None)
+        expected.append(index)
+    features[:] = -1
+    alignment[:] = 0
+    weights[:] = -1
+    sprintiface.exit()
+    kept = [segment for segment, _ in recording_trainer.KEPT]
+    assert [s.name for s in kept] == [f"s{i}" for i in range(5)]
+    for value, segment in zip(expected, kept):
+        assert (segment.features == value).all() and segment.features.flags.c_contiguous
+        assert (segment.alignment == value).all() and (segment.weights == value).all()
+
+
+def test_the_error_signal_is_the_trainers_own(mlp_path):
+    rasr_init(f"action:train,trainer:recording_trainer:make,onnx:{mlp_path}", "criterion-by-sprint")
+    signal = numpy.asfortranarray(numpy.full((30, 4), 0.25, numpy.float32))
+    sprintiface.feedInput(features=rasr_features(4), weights=None, segmentName="s")
+    sprintiface.finishError(error=1.0, errorSignal=signal, naturalPairingType="softmax")
+    signal[:] = 7.0
+    _, kept = recording_trainer.KEPT[-1]
+    assert kept.shape == (4, 30) and (kept == 0.25).all()
+
+
+def test_rejected_input_names_the_segment_and_what_was_expected():
+    rasr_init("action:nop", "target-alignment")
+    features = rasr_features(4)
+    features[2, 3] = numpy.nan
+    alignment = numpy.zeros(4, numpy.uint32)
+    with pytest.raises(FeatureError, match=r"segment 'x': features are not finite at frame 3, dimension 2 \(value nan\)"):
+        sprintiface.feedInputAndTargetAlignment(features=features, targetAlignment=alignment, weights=None,
+                                                segmentName="x")
+    with pytest.raises(FeatureError, match=r"expected float32 weights of shape \(4,\) or None, got int64 \(4,\)"):
+        sprintiface.feedInputAndTargetAlignment(features=rasr_features(4), targetAlignment=alignment,
+                                                weights=numpy.ones(4, numpy.int64), segmentName="x")
+    with pytest.raises(FeatureError, match=r"weights are not finite at frame 1 \(value inf\)"):
+        sprintiface.feedInputAndTargetAlignment(features=rasr_features(4), targetAlignment=alignment,
+                                                weights=numpy.array([1, numpy.inf, 1, 1], numpy.float32),
+                                                segmentName="x")
+    # C order is the same (inputDim, T) matrix: accepted
+    sprintiface.feedInputAndTargetAlignment(features=numpy.ascontiguousarray(rasr_features(4)),
+                                            targetAlignment=alignment, weights=None, segmentName="c")
+
+
+LOGGED_JOB = textwrap.dedent("""
+    import sys, numpy, sprintiface
+    level, mode, model = sys.argv[1], sys.argv[2], sys.argv[3]
+    names = ["c/a", "c/b", "c/c"]
+    config = f"action:train,dump_file:{sys.argv[4]},onnx:{model},num_epochs:2,log_level:{level}"
+    order = sprintiface.getSegmentList(corpusName="c", segmentList=names,
+                                       segmentsInfo={n: {"time": 0.1 * (i + 1)} for i, n in enumerate(names)},
+                                       config=config + ",seq_ordering:sorted")
+    for index, name in enumerate(order):
+        if index == 0:
+            sprintiface.init(inputDim=12, outputDim=30, allowDownsampling=0, config=config, targetMode=mode,
+                             cudaEnabled=0, cudaActiveGpu=-1)
+        features = numpy.asfortranarray(numpy.ones((12, 5 + index), numpy.float32))
+        if mode == "unsupervised":
+            sprintiface.feedInputUnsupervised(features=features, weights=None, segmentName=name)
+        else:
+            posteriors = sprintiface.feedInput(features=features, weights=None, segmentName=name)
+            sprintiface.finishError(error=1.5, errorSignal=numpy.asfortranarray(posteriors), naturalPairingType=None)
+    sprintiface.exit()
+""")
+
+
+@pytest.mark.parametrize("mode", ["unsupervised", "criterion-by-sprint"])
+def test_nn_trainer_runs_print_a_line_per_segment_at_info_and_nothing_at_warning(tmp_path, mlp_path, mode):
+    def run(level):
+        result = subprocess.run([sys.executable, "-c", LOGGED_JOB, level, mode, mlp_path, str(tmp_path / "d.hdf")],
+                                capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return result.stderr.splitlines()
+
+    lines = run("info")
+    assert all(line.startswith("sprintiface: ") for line in lines)
+    assert "sprintiface: segment order sorted: lengths from segmentsInfo's 'time' (x 100 frames per second)" in lines
+    assert any(line.startswith("sprintiface: segment order for corpus 'c': 3 segments, epochs 1..2") for line in lines)
+    segments = [line for line in lines if line.startswith("sprintiface: segment ") and "frames," in line]
+    what = "to trainer DumpTrainer" if mode == "unsupervised" else "error 1.5"
+    assert segments == [f"sprintiface: segment {i + 1} {name!r}, epoch {i // 3 + 1}: {5 + i} frames, {what}"
+                        for i, name in enumerate(["c/a", "c/b", "c/c"] * 2)]
+    assert "sprintiface: epoch 1 ends (3 segments fed in this session)" in lines
+    assert any("dump: 6 segments, 45 frames written to" in line for line in lines)
+    assert run("warning") == []
+
+
+@pytest.mark.parametrize("queue_size", [0, 4])
+def test_a_failed_feed_is_recorded_and_the_dump_never_gets_its_final_name(tmp_path, queue_size):
+    dump = tmp_path / "d.hdf"
+    rasr_init(f"action:train,dump_file:{dump},queue_size:{queue_size}", "target-segment-orth")
+
+    def feed(name, orthography):
+        sprintiface.feedInputAndTargetSegmentOrth(features=rasr_features(3), targetSegmentOrth=orthography,
+                                                  weights=None, segmentName=name)
+
+    feed("s0", "fine ")
+    feed("s1", "also fine ")
+    with pytest.raises(TrainerError, match="(?s)failed.*UnicodeEncodeError"):
+        feed("s2", "bad \ud800 ")  # a lone surrogate has no UTF-8: the dump's hook fails
+        sprintiface._training.session._queue.join()  # queued: the failure comes at the next call
+        feed("s3", "next ")
+    with pytest.raises(TrainerError):  # the caller went on to exit(): the failure again, no final name
+        sprintiface.exit()
+    assert sorted(os.listdir(tmp_path)) == ["d.hdf.partial"]
+    assert read_dump(f"{dump}.partial")["tags"] == ["s0", "s1"]
+
+
+def test_feed_input_forwarding_in_criterion_by_sprint_would_lose_the_segment(tmp_path, mlp_path):
+    rasr_init(f"action:train,dump_file:{tmp_path / 'd.hdf'},onnx:{mlp_path}", "criterion-by-sprint")
+    with pytest.raises(ProtocolError, match="criterion-by-sprint takes feedInput.*not feedInputForwarding"):
+        sprintiface.feedInputForwarding(features=rasr_features(3), weights=None, segmentName="s")

@@ -1,14 +1,114 @@
 """The dump trainer (``trainer:dump``): every segment into one HDF5 file, in the
-layout RETURNN's HDFDataset reads."""
+layout RETURNN's HDFDataset reads, complete or absent.
+
+Why the file goes through :class:`GuardedFile`: libhdf5 does not survive a
+failed write. After a write fails (disk full, a file-size limit, a quota) its
+datasets can no longer be closed, and when the library shuts down (at the
+process's exit) ``H5D_close`` crashes the process. So libhdf5 writes through
+h5py's ``fileobj`` driver into a :class:`GuardedFile`, which never reports a
+failure to it: the first failed write is kept, that write and all later ones
+go to memory (reads see them, so libhdf5 stays consistent and closes cleanly),
+and the dump raises TrainerError at the call whose write failed. Nothing is
+renamed then; the temporary is removed.
+"""
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+from typing import List, Optional, Tuple
 
 import numpy
 
 from sprintiface.config import Config
-from sprintiface.errors import ConfigError
+from sprintiface.errors import ConfigError, TrainerError
+from sprintiface.log import logger
 from sprintiface.training.protocol import Segment, Trainer
+
+#: Suffix of what an incomplete run leaves (see DumpTrainer).
+PARTIAL_SUFFIX = ".partial"
+
+
+class GuardedFile:
+    """A file descriptor as h5py's ``fileobj`` driver uses it, whose writes never fail.
+
+    ``error`` holds the first OSError of a write, truncate or sync; from then on
+    nothing more goes to the disk: writes are kept in memory (the failed one
+    included) and reads return them, so the writer's view stays consistent.
+    The memory this takes is what the writer flushes after the failure (its
+    caches), because the dump stops feeding it at once.
+    """
+
+    def __init__(self, handle: int):
+        self.handle = handle
+        self.error: Optional[OSError] = None
+        self._position = 0
+        self._end = os.fstat(handle).st_size
+        self._kept: List[Tuple[int, bytes]] = []
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._end}[whence]
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        size = len(view)
+        data = os.pread(self.handle, size, self._position)
+        view[:len(data)] = data
+        view[len(data):] = bytes(size - len(data))  # beyond the end: zeros, as a sparse file reads
+        for offset, blob in self._kept:
+            low, high = max(offset, self._position), min(offset + len(blob), self._position + size)
+            if low < high:
+                view[low - self._position:high - self._position] = blob[low - offset:high - offset]
+        self._position += size
+        return size
+
+    def read(self, size: int = -1) -> bytes:
+        size = max(0, self._end - self._position) if size < 0 else size
+        buffer = bytearray(size)
+        self.readinto(buffer)
+        return bytes(buffer)
+
+    def write(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        size = len(view)
+        if self.error is None:
+            written = 0
+            try:
+                while written < size:
+                    written += os.pwrite(self.handle, view[written:], self._position + written)
+            except OSError as error:
+                self.error = error
+        if self.error is not None:
+            self._kept.append((self._position, bytes(view)))
+        self._position += size
+        self._end = max(self._end, self._position)
+        return size
+
+    def truncate(self, size: Optional[int] = None) -> int:
+        size = self._position if size is None else size
+        if self.error is None:
+            try:
+                os.ftruncate(self.handle, size)
+            except OSError as error:
+                self.error = error
+        self._end = size
+        return size
+
+    def flush(self) -> None:
+        """Nothing is buffered here (every write is a pwrite)."""
+
+    def sync(self) -> None:
+        """fsync; a failure is kept in ``error``, like a failed write."""
+        if self.error is None:
+            try:
+                os.fsync(self.handle)
+            except OSError as error:
+                self.error = error
 
 
 class DumpTrainer(Trainer):
@@ -21,21 +121,31 @@ class DumpTrainer(Trainer):
     ``inputPattSize``, ``numSeqs``, ``numTimesteps``. Target keys: ``classes``
     (alignment, int32) where the target mode has alignments, ``orth`` (UTF-8 bytes)
     where it has orthographies, ``speaker_name`` / ``speaker_gender`` (UTF-8
-    bytes) for target-generic, and ``weights`` (float32, length 0 where RASR gave
-    none). Written under a temporary name, renamed at finish().
+    bytes) for target-generic, ``loss`` (float32, RASR's ``error`` of
+    finishError: one value, none for a discarded segment) for criterion-by-sprint,
+    and ``weights`` (float32, length 0 where RASR gave none).
+
+    When segments are written: train_segment (the target modes with targets,
+    unsupervised); forward (forward-only: RASR gets the model's posteriors, so
+    these modes need ``onnx``/``model``); in criterion-by-sprint at backward or
+    discard (RASR's finishError / finishDiscard, or exit() while one waits).
+
+    The file is written under ``<dump_file>.<host>.<pid>.<random>.tmp`` and renamed
+    to ``dump_file`` by :meth:`finish` only. :meth:`abort` (the run is not
+    complete) renames what was written to ``<dump_file>.partial`` when every
+    segment in it was written whole, and removes it otherwise (a failed write).
     """
 
-    def __init__(self, config: Config, input_dim: int, output_dim: int, target_mode: str, engine=None):
-        super().__init__(config, input_dim, output_dim, target_mode, engine)
+    def __init__(self, config: Config, input_dim: int, output_dim: int, target_mode: str, engine=None, **options):
+        super().__init__(config, input_dim, output_dim, target_mode, engine, **options)
         try:
             import h5py
         except ImportError:
             raise ConfigError("trainer 'dump' needs h5py: pip install 'sprintiface[hdf5]'") from None
-        if not config.dump_file:
-            raise ConfigError("trainer 'dump' needs config key 'dump_file' (the HDF5 file to write)")
-        from sprintiface._files import temporary_path_for
-
-        self.path = config.dump_file
+        self.path = _checked_dump_file(config.dump_file)
+        if target_mode in ("forward-only", "criterion-by-sprint") and engine is None:
+            raise ConfigError(f"trainer 'dump' in target mode {target_mode} returns posteriors to RASR and "
+                              f"needs a model for them: give onnx:<path> (or model:<prefix> with epoch:<n>)")
         self.keys = {"weights": (1, 1)}
         if target_mode in ("target-alignment", "target-generic"):
             self.keys["classes"] = (output_dim, 1)
@@ -44,65 +154,216 @@ class DumpTrainer(Trainer):
         if target_mode == "target-generic":
             self.keys["speaker_name"] = (256, 1)
             self.keys["speaker_gender"] = (256, 1)
+        #: criterion-by-sprint: a segment is written when RASR's error for it came (or it was discarded).
+        self._criterion = target_mode == "criterion-by-sprint"
+        if self._criterion:
+            self.keys["loss"] = (1, 1)
         self.keys = dict(sorted(self.keys.items()))
-        self._temporary = temporary_path_for(self.path)
-        self._file = h5py.File(self._temporary, "w")
-        string = h5py.string_dtype("utf-8")
-        self._inputs = self._file.create_dataset("inputs", (0, input_dim), "float32", maxshape=(None, input_dim),
-                                                 chunks=(max(1, 65536 // input_dim), input_dim))
-        self._tags = self._file.create_dataset("seqTags", (0,), string, maxshape=(None,), chunks=(1024,))
-        self._lengths = self._file.create_dataset("seqLengths", (0, 1 + len(self.keys)), "int32",
-                                                  maxshape=(None, 1 + len(self.keys)),
-                                                  chunks=(1024, 1 + len(self.keys)))
-        dtypes = {"classes": "int32", "weights": "float32"}
-        self._targets = {
-            key: self._file.create_dataset(f"targets/data/{key}", (0,), dtypes.get(key, "uint8"),
-                                           maxshape=(None,), chunks=(65536,))
-            for key in self.keys
-        }
-        size = self._file.require_group("targets/size")
-        labels = self._file.require_group("targets/labels")
-        for key, (dim, ndim) in self.keys.items():
-            size.attrs[key] = numpy.array([dim, ndim], dtype="int32")
-            labels.create_dataset(key, (0,), string)
         self.num_segments = 0
         self.num_frames = 0
+        #: True while a segment is half written (an exception there leaves the file inconsistent).
+        self._writing = False
+        self._file = None
+        self._io: Optional[GuardedFile] = None
+        self._temporary: Optional[str] = None
+
+        from sprintiface._files import create_temporary, remove_stale_temporaries
+
+        for leftover in remove_stale_temporaries(self.path):
+            logger.info("dump: removed %s, left by a writer that was killed", leftover)
+        try:
+            handle, self._temporary = create_temporary(self.path)
+        except OSError as error:
+            raise ConfigError(f"config key 'dump_file': cannot create a file next to {self.path!r}: "
+                              f"{error.strerror or error}") from None
+        self._io = GuardedFile(handle)
+        # Closed before the interpreter goes: libhdf5 closes what is still open at the
+        # C exit, and a file-object file must not be closed after Python is gone.
+        atexit.register(self._close_at_exit)
+        try:
+            # A cache of 1 MiB per dataset (libhdf5 2 keeps 8 MiB), fully written chunks
+            # leaving first: data reaches the disk, and a full disk is noticed, within a
+            # few segments of the one that wrote it.
+            self._file = h5py.File(self._io, "w", rdcc_nbytes=1 << 20, rdcc_w0=1.0)
+            string = h5py.string_dtype("utf-8")
+            self._inputs = self._file.create_dataset(
+                "inputs", (0, input_dim), "float32", maxshape=(None, input_dim),
+                chunks=(max(1, 65536 // input_dim), input_dim))
+            self._tags = self._file.create_dataset("seqTags", (0,), string, maxshape=(None,), chunks=(1024,))
+            self._lengths = self._file.create_dataset(
+                "seqLengths", (0, 1 + len(self.keys)), "int32", maxshape=(None, 1 + len(self.keys)),
+                chunks=(1024, 1 + len(self.keys)))
+            dtypes = {"classes": "int32", "weights": "float32", "loss": "float32"}
+            self._targets = {
+                key: self._file.create_dataset(f"targets/data/{key}", (0,), dtypes.get(key, "uint8"),
+                                               maxshape=(None,), chunks=(65536,))
+                for key in self.keys
+            }
+            size = self._file.require_group("targets/size")
+            labels = self._file.require_group("targets/labels")
+            for key, (dim, ndim) in self.keys.items():
+                size.attrs[key] = numpy.array([dim, ndim], dtype="int32")
+                labels.create_dataset(key, (0,), string)
+            self._check_writes("while creating the file")
+        except BaseException:
+            self._discard()
+            raise
+
+    # -- the hooks ---------------------------------------------------------------
 
     def train_segment(self, segment: Segment) -> None:
+        self._write(segment)
+
+    def forward(self, segment: Segment) -> numpy.ndarray:
+        posteriors = super().forward(segment)
+        if not self._criterion:
+            self._write(segment)  # forward-only: RASR's error for it never comes
+        return posteriors
+
+    def backward(self, segment: Segment, error: float, error_signal: numpy.ndarray,
+                 natural_pairing_type: Optional[str]) -> None:
+        if self._criterion:
+            self._write(segment, loss=error)
+
+    def discard(self, segment: Segment) -> None:
+        if self._criterion:
+            self._write(segment)
+
+    def finish(self) -> None:
+        """Close the file and give it its final name; TrainerError if anything failed to write."""
+        if self._file is None:
+            return
+        try:
+            self._close_file()
+            self._check_writes("while closing the file")
+            try:
+                os.replace(self._temporary, self.path)
+            except OSError as error:
+                raise TrainerError(f"dump_file {self.path!r}: cannot give the finished dump its name: "
+                                   f"{error}") from error
+        except BaseException:
+            self._discard()
+            raise
+        self._release()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path + PARTIAL_SUFFIX)  # an earlier, incomplete run's: superseded
+        logger.info("dump: %d segments, %d frames written to %s", self.num_segments, self.num_frames, self.path)
+
+    def abort(self) -> None:
+        """The run ends incomplete: keep what was written whole as ``<dump_file>.partial``, else remove it."""
+        if self._file is None:
+            return
+        whole = not self._writing and self._io.error is None and self.num_segments > 0
+        if whole:
+            partial = self.path + PARTIAL_SUFFIX
+            try:
+                self._close_file()
+                if self._io.error is None:
+                    os.replace(self._temporary, partial)
+                    self._release()
+                    logger.warning("dump: the run ended before RASR's exit() or after a failure; the %d segments "
+                                   "written are in %s, %s was not written", self.num_segments, partial, self.path)
+                    return
+            except Exception:
+                logger.exception("dump: cannot keep the incomplete dump as %s", partial)
+        failed = self._writing or self._io.error is not None
+        self._discard()
+        logger.warning("dump: the run did not complete and %s; nothing was kept of %s",
+                       "a write failed" if failed else "no segment was written", self.path)
+
+    # -- writing -------------------------------------------------------------------
+
+    def _write(self, segment: Segment, loss: Optional[float] = None) -> None:
+        """Append ``segment`` to every dataset; TrainerError if a write failed."""
+        if self._file is None:
+            raise TrainerError(f"dump_file {self.path!r}: segment {segment.name!r} came after the dump was closed")
+        if self._io.error is not None:
+            self._check_writes(f"before segment {segment.name!r}")
         values = {
-            "classes": segment.alignment.astype("int32") if segment.alignment is not None else None,
+            "classes": segment.alignment,
             "weights": segment.weights,
             "orth": segment.orthography,
             "speaker_name": segment.speaker_name,
             "speaker_gender": segment.speaker_gender,
+            "loss": None if loss is None else numpy.array([loss], dtype="float32"),
         }
-        row = [segment.num_frames]
+        data = {}
         for key in self.keys:
             value = values[key]
             if isinstance(value, str):
-                value = numpy.frombuffer(value.encode("utf-8"), dtype="uint8")
-            data = numpy.zeros(0) if value is None else numpy.asarray(value).reshape(-1)
-            self._append(self._targets[key], data)
-            row.append(data.shape[0])
-        self._append(self._inputs, segment.features)
-        self._append(self._tags, numpy.array([segment.name or f"seq-{self.num_segments}"], dtype=object))
-        self._append(self._lengths, numpy.array([row], dtype="int32"))
+                value = numpy.frombuffer(value.encode("utf-8", "surrogateescape"), dtype="uint8")
+            data[key] = numpy.zeros(0) if value is None else numpy.asarray(value).reshape(-1)
+        row = numpy.array([[segment.num_frames] + [data[key].shape[0] for key in self.keys]], dtype="int32")
+        tag = numpy.array([segment.name or f"seq-{self.num_segments}"], dtype=object)
+        self._writing = True
+        for key in self.keys:
+            _append(self._targets[key], data[key])
+        _append(self._inputs, segment.features)
+        _append(self._tags, tag)
+        _append(self._lengths, row)
+        self._writing = False
         self.num_segments += 1
         self.num_frames += segment.num_frames
+        self._check_writes(f"at segment {segment.name!r}")
 
-    @staticmethod
-    def _append(dataset, data) -> None:
-        start = dataset.shape[0]
-        dataset.resize(start + data.shape[0], axis=0)
-        if data.shape[0]:
-            dataset[start:] = data
+    def _check_writes(self, what: str) -> None:
+        error = self._io.error
+        if error is not None:
+            raise TrainerError(f"dump_file {self.path!r}: a write failed {what}: {error.strerror or error} "
+                               f"(errno {error.errno}); the dump is incomplete and will not be kept") from error
 
-    def finish(self) -> None:
-        if self._file is None:
-            return
-        self._file.attrs["inputPattSize"] = self.input_dim
-        self._file.attrs["numSeqs"] = self.num_segments
-        self._file.attrs["numTimesteps"] = self.num_frames
-        self._file.close()
-        self._file = None
-        os.replace(self._temporary, self.path)
+    def _close_file(self) -> None:
+        """Write the counts, close the HDF5 file and sync it (a failure lands in ``_io.error``)."""
+        file, self._file = self._file, None
+        try:
+            file.attrs["inputPattSize"] = self.input_dim
+            file.attrs["numSeqs"] = self.num_segments
+            file.attrs["numTimesteps"] = self.num_frames
+        finally:
+            file.close()
+        self._io.sync()
+
+    def _release(self) -> None:
+        """Close the descriptor (which drops the lock) and forget the temporary."""
+        if self._io is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._io.handle)
+        self._io = None
+        self._temporary = None
+        atexit.unregister(self._close_at_exit)
+
+    def _discard(self) -> None:
+        """Close whatever is open and remove the temporary."""
+        if self._file is not None:
+            file, self._file = self._file, None
+            with contextlib.suppress(Exception):
+                file.close()
+        if self._temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._temporary)
+        self._release()
+
+    def _close_at_exit(self) -> None:
+        if self._file is not None:
+            self.abort()
+
+
+def _append(dataset, data) -> None:
+    start = dataset.shape[0]
+    dataset.resize(start + data.shape[0], axis=0)
+    if data.shape[0]:
+        dataset[start:] = data
+
+
+def _checked_dump_file(path: Optional[str]) -> str:
+    """``dump_file`` as a path a file can be written to (checked at init, before any work)."""
+    if not path:
+        raise ConfigError("trainer 'dump' needs config key 'dump_file' (the HDF5 file to write)")
+    if os.path.isdir(path):
+        raise ConfigError(f"config key 'dump_file': {path!r} is a directory; expected the path of the HDF5 "
+                          f"file to write")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"config key 'dump_file': the directory {directory!r} of {path!r} does not exist "
+                          f"(working directory {os.getcwd()!r})")
+    return path

@@ -9,20 +9,27 @@ and calls a :class:`Trainer`::
     train_segment(segment)               # every segment (background thread if queue_size > 0)
     forward(segment) -> (T', C)          # criterion-by-sprint: posteriors RASR computes the loss on
     backward(segment, error, error_signal, natural_pairing_type)   # ... then RASR's error signal
+    discard(segment)                     # ... or RASR dropped it (finishDiscard)
     end_epoch(epoch)                     # all of the epoch was fed (see below)
     save_checkpoint(directory, epoch)    # after end_epoch, with checkpoint_dir; then epoch.NNN.done
-    finish()                             # once at the end (also when RASR never calls exit)
-    abort()                              # instead of finish() after a hook failed: drop partial output
+    finish()                             # RASR's exit(): the run is complete
+    abort()                              # instead of finish(): the run is not complete
 
 ``end_epoch`` comes only for an epoch RASR fed completely (see
-:mod:`sprintiface.training.schedule`): a job that dies mid-epoch gets
-``finish()`` (atexit) but no ``end_epoch``, so no checkpoint claims a
-half-done epoch.
+:mod:`sprintiface.training.schedule`): a job that dies mid-epoch gets no
+``end_epoch``, so no checkpoint claims a half-done epoch.
+
+``finish()`` comes only with RASR's ``exit()`` after a run in which every call
+succeeded. Otherwise the trainer gets ``abort()`` once, at the end: after a hook
+failed, after RASR fed a segment that was rejected (action train), when a new
+``init()`` replaces the session, or when the process ends without ``exit()``
+(atexit). Whatever a trainer writes must not look complete after ``abort()``.
 
 Segments arrive one at a time; a learner that trains on batches collects them
 in train_segment and flushes in end_epoch / finish. Calls come from one thread
 at a time, in order. A segment of criterion-by-sprint gets ``forward`` and then
-either ``backward`` or nothing (RASR discarded it), before the next ``forward``.
+either ``backward`` or ``discard`` before the next ``forward`` (a segment still
+waiting at RASR's exit() gets ``discard``).
 
 Choose the trainer with ``trainer:<name>`` (built in: ``dump``) or
 ``trainer:package.module:factory``; the factory is called as
@@ -47,9 +54,9 @@ from sprintiface.errors import ConfigError, TrainerError
 class Segment:
     """One segment as RASR fed it, time-major.
 
-    ``features``: float32 (T, input_dim), an array the trainer owns (RASR's
-    Fortran (input_dim, T) array, copied: RASR reuses its buffers once a call
-    returns). ``alignment``: uint32 (T,) class indices or None. ``weights``:
+    Every array is the trainer's own (a copy: RASR reuses its buffers once a
+    call returns), so a trainer may keep segments for batching.
+    ``features``: float32 (T, input_dim), C order, finite. ``alignment``: uint32 (T,) class indices or None. ``weights``:
     float32 (T,) or None. Strings are None where RASR gave none. ``epoch``:
     the epoch this segment belongs to.
     """
@@ -109,6 +116,9 @@ class Trainer:
         """RASR's criterion result for the last forward(): ``error_signal`` float32 (T, output_dim),
         the gradient w.r.t. the softmax input when ``natural_pairing_type == "softmax"``."""
 
+    def discard(self, segment: Segment) -> None:
+        """criterion-by-sprint: RASR dropped the segment of the last forward() (finishDiscard)."""
+
     def end_epoch(self, epoch: int) -> None:
         pass
 
@@ -122,8 +132,9 @@ class Trainer:
         pass
 
     def abort(self) -> None:
-        """The session ends after a hook failed, or without a complete run: release
-        resources and leave nothing that looks complete."""
+        """The run ends incomplete (a hook failed, a fed segment was rejected, a new
+        init() came, or the process ends without RASR's exit()): release resources
+        and leave nothing that looks complete."""
 
 
 #: Trainers that come with sprintiface, by their ``trainer`` name.

@@ -23,8 +23,14 @@ Epochs come from the schedule (:mod:`sprintiface.training.schedule`): each
 segment is located in it by name; an epoch ends (``end_epoch``, checkpoint,
 done marker) when a segment of a later epoch arrives or at exit() once the
 generator handed all of it out. Without sprintiface's segment ordering the
-whole run is one epoch, complete at exit(). A process that ends without exit()
-(atexit) finishes the trainer but completes no epoch.
+whole run is one epoch, complete at exit().
+
+The trainer gets ``finish()`` only at RASR's exit() after a run in which no
+hook failed and no fed segment was refused (action train); otherwise
+``abort()``: also when the process ends without exit() (atexit; no epoch is
+completed then) or a new init() replaces the session. Every array a trainer
+gets is its own copy. Each segment is logged at INFO on the 'sprintiface'
+logger (configured from ``log_level`` here and at getSegmentList).
 """
 from __future__ import annotations
 
@@ -32,13 +38,14 @@ import atexit
 import os
 import queue
 import threading
+import time
 import traceback
 from typing import Callable, Optional
 
 import numpy
 
 from sprintiface.config import Config, load_config
-from sprintiface.errors import ConfigError, FeatureError, ProtocolError, TrainerError
+from sprintiface.errors import ConfigError, FeatureError, ProtocolError, SprintifaceError, TrainerError
 from sprintiface.log import configure_logging, logger
 from sprintiface.training.protocol import Segment, Trainer, make_trainer
 from sprintiface.training.schedule import EpochSchedule, done_marker, first_epoch, last_finished_epoch
@@ -68,6 +75,9 @@ class TrainingProcess:
         """getSegmentList: a generator over the segment names of every epoch."""
         from sprintiface.segment_order import make_schedule
 
+        if config is not None and not isinstance(config, str):
+            raise ProtocolError(f"getSegmentList: expected config to be the python-segment-order-config string, "
+                                f"got {type(config).__name__}")
         parsed = load_config(config)
         configure_logging(parsed)
         self.config = parsed
@@ -82,8 +92,8 @@ class TrainingProcess:
         if self.session is not None:
             previous, self.session = self.session, None
             previous.close(complete=False)
-        if isinstance(allowDownsampling, bool) or allowDownsampling in (0, 1):
-            allow = bool(allowDownsampling)
+        if isinstance(allowDownsampling, (bool, int, numpy.integer)) and allowDownsampling in (0, 1):
+            allow = bool(allowDownsampling)  # RASR passes an int
         else:
             raise ProtocolError(f"init: expected allowDownsampling to be 0 or 1, got {allowDownsampling!r}")
         mode = _check_target_mode(self.target_mode_override or targetMode, "targetMode")
@@ -131,6 +141,8 @@ class TrainingSession:
                  schedule: Optional[EpochSchedule] = None):
         self.input_dim = _dimension(input_dim, "inputDim")
         self.output_dim = _dimension(output_dim, "outputDim")
+        if config is not None and not isinstance(config, (str, Config)):
+            raise ProtocolError(f"init: expected config to be the pymod-config string, got {type(config).__name__}")
         self.config: Config = config if isinstance(config, Config) else load_config(config)
         configure_logging(self.config)
         self.target_mode = _check_target_mode(target_mode, "targetMode")
@@ -163,7 +175,10 @@ class TrainingSession:
         self._epoch_open = False
         self._pending: Optional[Segment] = None
         self._pending_frames = 0
+        #: A hook's exception: the trainer gets no more calls but abort().
         self._failure: Optional[BaseException] = None
+        #: Why a segment RASR fed never reached the trainer (action train): the run cannot complete.
+        self._rejected: Optional[str] = None
         self._closed = False
         self._queue: Optional[queue.Queue] = None
         self._worker: Optional[threading.Thread] = None
@@ -171,7 +186,7 @@ class TrainingSession:
             self._queue = queue.Queue(maxsize=self.config.queue_size)
             self._worker = threading.Thread(target=self._work, name="sprintiface-trainer", daemon=True)
             self._worker.start()
-        # RASR may end without exit(): finish what was fed all the same.
+        # RASR may end without exit(): the trainer still gets abort() (nothing looks complete).
         atexit.register(self._close_at_exit)
         logger.info("trainer session: action %s, target mode %s, %d -> %d, trainer %s", self.action,
                     target_mode, self.input_dim, self.output_dim,
@@ -210,6 +225,14 @@ class TrainingSession:
             text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
             where = "background thread" if self._worker is not None else "hook"
             raise TrainerError(f"trainer {type(self.trainer).__name__}: its {where} failed:\n{text}") from error
+        if self._rejected is not None:
+            raise TrainerError(f"trainer {type(self.trainer).__name__}: {self._rejected}, so this run cannot "
+                               f"complete (the trainer gets abort() at the end); start a new one with init()")
+
+    def _reject(self, segment_name, error: BaseException) -> None:
+        """A segment RASR fed was refused: with a trainer, the run can no longer be complete."""
+        if self.trainer is not None and self._rejected is None:
+            self._rejected = f"segment {segment_name!r} was rejected ({type(error).__name__}: {error})"
 
     # -- segments ---------------------------------------------------------------
 
@@ -218,6 +241,13 @@ class TrainingSession:
         self._check_failure()
         if self._closed:
             raise ProtocolError(f"segment {segment_name!r} came after exit()")
+        try:
+            return self._checked_segment(features, weights, segment_name, targets)
+        except SprintifaceError as error:
+            self._reject(segment_name, error)
+            raise
+
+    def _checked_segment(self, features, weights, segment_name, targets) -> Segment:
         if segment_name is not None and not isinstance(segment_name, str):
             raise FeatureError(f"expected segmentName to be a str or None, got {type(segment_name).__name__}")
         if not isinstance(features, numpy.ndarray) or features.ndim != 2 or features.shape[0] != self.input_dim:
@@ -226,14 +256,17 @@ class TrainingSession:
                                f"T), got {shape}")
         if features.dtype != numpy.float32:
             raise FeatureError(f"segment {segment_name!r}: expected float32 features, got {features.dtype}")
+        _check_finite(features.T, segment_name, "features")
         num_frames = features.shape[1]
         if weights is not None:
             if not isinstance(weights, numpy.ndarray) or weights.shape != (num_frames,) or \
-                    weights.dtype.kind != "f":
-                raise FeatureError(f"segment {segment_name!r}: expected float weights of shape ({num_frames},), "
-                                   f"got {getattr(weights, 'shape', type(weights).__name__)}"
-                                   f"{' ' + str(weights.dtype) if isinstance(weights, numpy.ndarray) else ''}")
-            weights = weights.astype(numpy.float32)
+                    weights.dtype != numpy.float32:
+                got = f"{weights.dtype} {weights.shape}" if isinstance(weights, numpy.ndarray) else \
+                    type(weights).__name__
+                raise FeatureError(f"segment {segment_name!r}: expected float32 weights of shape ({num_frames},) "
+                                   f"or None, got {got}")
+            _check_finite(weights[:, None], segment_name, "weights")
+            weights = weights.copy()
         alignment = targets.get("alignment")
         if alignment is not None:
             if not isinstance(alignment, numpy.ndarray) or alignment.ndim != 1 or alignment.shape[0] != num_frames:
@@ -246,7 +279,7 @@ class TrainingSession:
                 frame = int(numpy.argmax((alignment >= self.output_dim) | (alignment < 0)))
                 raise FeatureError(f"segment {segment_name!r}: alignment class {int(alignment[frame])} at frame "
                                    f"{frame} is outside [0, outputDim={self.output_dim})")
-            alignment = alignment.astype(numpy.uint32)
+            alignment = alignment.astype(numpy.uint32)  # a copy
         for key in ("orthography", "speaker_name", "speaker_gender"):
             value = targets.get(key)
             if value is not None and not isinstance(value, str):
@@ -257,6 +290,11 @@ class TrainingSession:
         return Segment(segment_name, numpy.array(features.T, order="C"), epoch, alignment,
                        targets.get("orthography"), weights, targets.get("speaker_name"),
                        targets.get("speaker_gender"))
+
+    def _log_segment(self, segment: Segment, what: str) -> None:
+        """The one INFO line per segment (log_level:info) on RASR's stderr."""
+        logger.info("segment %d %r, epoch %d: %d frames, %s", self.segments, segment.name, segment.epoch,
+                    segment.num_frames, what)
 
     # -- epochs -------------------------------------------------------------------
 
@@ -279,6 +317,7 @@ class TrainingSession:
                 self._run(lambda: trainer.load_checkpoint(directory, previous))
         self.epoch = epoch
         self._epoch_open = True
+        logger.info("epoch %d begins", epoch)
         self._run(lambda: trainer.start_epoch(epoch))
 
     def _end_epoch(self, epoch: int) -> None:
@@ -296,6 +335,7 @@ class TrainingSession:
                 with atomic_write(done_marker(directory, epoch), "w") as file:
                     file.write(f'{{"epoch": {epoch}, "segments_fed": {segments}}}\n')
 
+        logger.info("epoch %d ends (%d segments fed in this session)", epoch, segments)
         self._run(end)
 
     # -- the calls ---------------------------------------------------------------
@@ -305,18 +345,33 @@ class TrainingSession:
         if self.action == "forward":
             raise ProtocolError(f"segment {segment.name!r}: action forward takes feedInputForwarding/feedInput, "
                                 f"not training targets (target mode {self.target_mode})")
+        if self.trainer is not None:
+            self._enter_epoch(segment.epoch)  # first: an epoch it ends counts the segments before this one
         self.segments += 1
         self.frames += segment.num_frames
         if self.trainer is None:
+            self._log_segment(segment, "nothing to do (action nop)")
             return
-        self._enter_epoch(segment.epoch)
         trainer = self.trainer
         self._run(lambda: trainer.train_segment(segment))
+        self._log_segment(segment, f"to trainer {type(trainer).__name__}")
 
     def forward(self, segment: Segment) -> numpy.ndarray:
-        """Posteriors (outputDim, T') float32, Fortran order, for RASR."""
+        """feedInputForwarding: posteriors (outputDim, T') float32, Fortran order, for RASR."""
+        if self.trainer is not None and self.target_mode == "criterion-by-sprint":
+            # the trainer would wait for a finishError that never comes: the segment would be lost
+            error = ProtocolError(f"segment {segment.name!r}: target mode criterion-by-sprint takes feedInput "
+                                  f"(then finishError or finishDiscard), not feedInputForwarding")
+            self._reject(segment.name, error)
+            raise error
+        return self._forward(segment)
+
+    def _forward(self, segment: Segment) -> numpy.ndarray:
+        if self.trainer is not None:
+            self._enter_epoch(segment.epoch)
         self.segments += 1
         self.frames += segment.num_frames
+        started = time.perf_counter()
         if self.action == "nop":
             posteriors = numpy.full((segment.num_frames, self.output_dim), 1.0 / self.output_dim, numpy.float32)
         elif self.action == "forward":
@@ -324,35 +379,45 @@ class TrainingSession:
 
             posteriors = model_posteriors(self.engine, segment.features, self.config.score_kernel)
         else:
-            self._enter_epoch(segment.epoch)
-            if self._queue is not None:  # forward-only with a queued trainer: its updates first
-                self._queue.join()
-                self._check_failure()
-            try:
-                posteriors = self.trainer.forward(segment)
-            except TrainerError:
-                raise
-            except Exception as error:
-                raise TrainerError(f"trainer {type(self.trainer).__name__} failed in forward: {error}") from error
-            if not isinstance(posteriors, numpy.ndarray) or posteriors.ndim != 2:
-                raise TrainerError(f"trainer {type(self.trainer).__name__}: forward() must return an array "
-                                   f"(T, outputDim={self.output_dim}); got "
-                                   f"{getattr(posteriors, 'shape', type(posteriors).__name__)}")
-            posteriors = numpy.ascontiguousarray(posteriors, dtype=numpy.float32)
+            posteriors = self._trainer_forward(segment)
         frames = posteriors.shape[0]
         if posteriors.shape[1] != self.output_dim or frames > segment.num_frames or \
                 (frames < segment.num_frames and not self.allow_downsampling):
-            raise FeatureError(
+            error = FeatureError(
                 f"segment {segment.name!r}: posteriors of shape {posteriors.shape} (T, C) for {segment.num_frames} "
                 f"frames and outputDim {self.output_dim}; fewer frames only with allowDownsampling")
+            self._reject(segment.name, error)
+            raise error
+        if self.target_mode != "criterion-by-sprint":
+            self._log_segment(segment, f"{frames} posterior frames in {1e3 * (time.perf_counter() - started):.1f} ms")
         return posteriors.T
+
+    def _trainer_forward(self, segment: Segment) -> numpy.ndarray:
+        """The trainer's forward (criterion-by-sprint, forward-only with action train); a failure is recorded."""
+        if self._queue is not None:  # forward-only with a queued trainer: its updates first
+            self._queue.join()
+        self._check_failure()
+        name = type(self.trainer).__name__
+        try:
+            posteriors = self.trainer.forward(segment)
+            if not isinstance(posteriors, numpy.ndarray) or posteriors.ndim != 2:
+                raise TrainerError(f"trainer {name}: forward() must return an array (T, outputDim={self.output_dim}); "
+                                   f"got {getattr(posteriors, 'shape', type(posteriors).__name__)}")
+            return numpy.ascontiguousarray(posteriors, dtype=numpy.float32)
+        except BaseException as error:
+            self._failure = error
+            if isinstance(error, TrainerError):
+                raise
+            raise TrainerError(f"trainer {name} failed in forward: {type(error).__name__}: {error}") from error
 
     def forward_for_criterion(self, segment: Segment) -> numpy.ndarray:
         """feedInput in criterion-by-sprint: forward and keep the segment for finishError."""
         if self._pending is not None:
-            raise ProtocolError(f"feedInput for segment {segment.name!r} while segment {self._pending.name!r} "
-                                f"still waits for finishError() or finishDiscard()")
-        posteriors = self.forward(segment)
+            error = ProtocolError(f"feedInput for segment {segment.name!r} while segment {self._pending.name!r} "
+                                  f"still waits for finishError() or finishDiscard()")
+            self._reject(segment.name, error)
+            raise error
+        posteriors = self._forward(segment)
         self._pending = segment
         self._pending_frames = posteriors.shape[1]
         return posteriors
@@ -364,66 +429,93 @@ class TrainingSession:
         if pending is None:
             raise ProtocolError("finishError() without a segment from feedInput() waiting for it")
         expected = (self.output_dim, self._pending_frames)
-        if not isinstance(error_signal, numpy.ndarray) or error_signal.shape != expected:
-            raise FeatureError(f"finishError for segment {pending.name!r}: expected errorSignal of shape {expected} "
-                               f"(outputDim, T), got {getattr(error_signal, 'shape', type(error_signal).__name__)}")
+        if not isinstance(error_signal, numpy.ndarray) or error_signal.shape != expected or \
+                error_signal.dtype != numpy.float32:
+            got = f"{error_signal.dtype} {error_signal.shape}" if isinstance(error_signal, numpy.ndarray) else \
+                type(error_signal).__name__
+            raise FeatureError(f"finishError for segment {pending.name!r}: expected a float32 errorSignal of shape "
+                               f"{expected} (outputDim, T), got {got}")
         if natural_pairing_type is not None and not isinstance(natural_pairing_type, str):
             raise ProtocolError(f"finishError for segment {pending.name!r}: expected naturalPairingType to be a str "
                                 f"(such as 'softmax') or None, got {type(natural_pairing_type).__name__}")
-        try:
-            loss = float(numpy.sum(error))
-        except (TypeError, ValueError):
+        if isinstance(error, bool) or not isinstance(error, (int, float, numpy.integer, numpy.floating)):
             raise FeatureError(f"finishError for segment {pending.name!r}: expected error to be a number, "
-                               f"got {type(error).__name__}") from None
+                               f"got {type(error).__name__}")
+        loss = float(error)
         self._pending = None
+        self._log_segment(pending, f"error {loss:.6g}" + (f" ({natural_pairing_type})" if natural_pairing_type else ""))
         if self.trainer is not None:
-            signal = numpy.ascontiguousarray(error_signal.T, dtype=numpy.float32)
+            signal = numpy.array(error_signal.T, order="C")  # the trainer's own copy, (T', C)
             trainer = self.trainer
             self._run(lambda: trainer.backward(pending, loss, signal, natural_pairing_type))
 
     def finish_discard(self) -> None:
         """RASR drops the segment of the last feedInput."""
         self._check_failure()
-        if self._pending is None:
+        pending = self._pending
+        if pending is None:
             raise ProtocolError("finishDiscard() without a segment from feedInput() waiting for it")
         self._pending = None
+        self._log_segment(pending, "discarded by RASR (finishDiscard)")
+        if self.trainer is not None:
+            trainer = self.trainer
+            self._run(lambda: trainer.discard(pending))
 
     # -- the end ----------------------------------------------------------------
 
     def close(self, complete: bool = True) -> None:
-        """Finish the trainer, drain and join its thread; raise its failure.
+        """End the session: the trainer gets finish() or abort(); the thread is drained and joined.
 
-        ``complete`` (RASR's exit()): the open epoch ends properly (end_epoch,
-        checkpoint, marker) when the schedule handed all of it out, or when
-        there is no schedule. After a failure the trainer gets ``abort()``
-        instead of ``finish()``.
+        ``complete`` (RASR's exit()): a segment still waiting for finishError gets
+        ``discard``, the open epoch ends properly (end_epoch, checkpoint, marker)
+        when the schedule handed all of it out (or there is no schedule), and the
+        trainer gets ``finish()``. Otherwise (atexit, a new init), or after a
+        failure or a rejected segment, it gets ``abort()``. A failure is raised
+        as TrainerError after the thread is joined.
         """
         if self._closed:
             return
+        self._closed = True
+        complete = complete and self._rejected is None
         try:
-            if self.trainer is not None and self._failure is None:
-                if complete and self._epoch_open and \
-                        (self.schedule is None or self.schedule.handed_out(self.epoch)):
+            if self.trainer is not None and self._failure is None and complete:
+                if self._pending is not None:
+                    pending, trainer = self._pending, self.trainer
+                    self._pending = None
+                    self._run(lambda: trainer.discard(pending))
+                if self._epoch_open and (self.schedule is None or self.schedule.handed_out(self.epoch)):
                     self._end_epoch(self.epoch)
                 self._run(self.trainer.finish)
         except TrainerError:
             pass  # raised below, after the thread is joined
         finally:
-            self._closed = True
             if self._worker is not None:
                 self._queue.put(None)
                 self._worker.join()
             atexit.unregister(self._close_at_exit)
-            if self._failure is not None and self.trainer is not None:
+            if self.trainer is not None and (self._failure is not None or not complete):
                 try:
                     self.trainer.abort()
                 except Exception:
                     logger.exception("trainer %s failed in abort()", type(self.trainer).__name__)
+        rejected, self._rejected = self._rejected, None  # reported once, where it happened
         self._check_failure()
-        logger.info("trainer session closed: %d segments, %d frames", self.segments, self.frames)
+        logger.info("trainer session %s: %d segments, %d frames", "closed" if complete else
+                    "abandoned" + (f" ({rejected})" if rejected else " (no exit() from RASR)"),
+                    self.segments, self.frames)
 
     def _close_at_exit(self) -> None:
         try:
             self.close(complete=False)
         except Exception:
             logger.exception("the trainer failed while finishing at exit")
+
+
+def _check_finite(frames: numpy.ndarray, segment_name, what: str) -> None:
+    """FeatureError naming the first frame (row of ``frames``) with a NaN or infinity."""
+    finite = numpy.isfinite(frames)
+    if not finite.all():
+        frame, dim = (int(i) for i in numpy.argwhere(~finite)[0])
+        raise FeatureError(f"segment {segment_name!r}: {what} are not finite at frame {frame}"
+                           f"{f', dimension {dim}' if frames.shape[1] > 1 else ''} "
+                           f"(value {frames[frame, dim]}); expected finite numbers")
