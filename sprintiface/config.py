@@ -215,6 +215,8 @@ def split_config_string(text: Optional[str]) -> Dict[str, str]:
     without ``:`` or a key given twice is a ConfigError.
     """
     items: Dict[str, str] = {}
+    if text is not None and not isinstance(text, str):
+        raise ConfigError(f"config: expected RASR's pymod-config string, got {type(text).__name__} {text!r}")
     if not text:
         return items
     for item in text.split(","):

@@ -121,3 +121,12 @@ def test_model_errors_name_the_file(tmp_path):
     (tmp_path / "empty.onnx").write_bytes(b"")
     with pytest.raises(ModelError, match="empty.onnx"):
         rasr_scorer(f"onnx:{tmp_path / 'empty.onnx'}", 12, 30)
+
+
+def test_a_config_that_is_no_string():
+    import sprintiface
+    from sprintiface import ConfigError
+
+    with pytest.raises(ConfigError, match="expected RASR's pymod-config string, got int 123"):
+        sprintiface.init(name="Sprint.PythonControl", sprint_unit="PythonFeatureScorer", reference=None,
+                         callback=None, version_number=5, config=123)
