@@ -31,10 +31,22 @@ from sprintiface.errors import (ConfigError, FeatureError, ModelError, PriorErro
                                 ScoreError, SprintifaceError, TrainerError)
 from sprintiface.log import logger as _logger
 from sprintiface.scorer import PythonFeatureScorer, init_python_feature_scorer
-from sprintiface.training.session import TrainingProcess as _TrainingProcess
 
-#: This process's training calls and segment schedule (RASR runs one trainer per process).
-_training = _TrainingProcess()
+
+def _training():
+    """This process's TrainingProcess (RASR runs one trainer per process): the epoch
+    schedule the segment order made and the session init started. Made at the first
+    trainer or segment-order call, so that a recognition job never imports the
+    training package."""
+    global _training_process
+    if _training_process is None:
+        from sprintiface.training.session import TrainingProcess
+
+        _training_process = TrainingProcess()
+    return _training_process
+
+
+_training_process = None
 
 __all__ = [
     "__version__", "init", "init_python_feature_scorer", "PythonFeatureScorer", "getSegmentList",
@@ -65,67 +77,67 @@ def init(name=None, sprint_unit=None, **kwargs):
 def getSegmentList(corpusName, segmentList, **kwargs):  # noqa: N802,N803
     """RASR's python-segment-order: an iterator over segment names for all epochs.
     Keywords: ``segmentsInfo`` (name -> {"nframes", "time"} or None), ``config``."""
-    return _training.segment_list(corpusName, segmentList, kwargs.get("segmentsInfo"), kwargs.get("config"))
+    return _training().segment_list(corpusName, segmentList, kwargs.get("segmentsInfo"), kwargs.get("config"))
 
 
 # -- PythonTrainer -----------------------------------------------------------------
 
 def init_python_trainer(inputDim, outputDim, config, targetMode, **kwargs):  # noqa: N803
     """Start the training session (RASR calls it lazily, with the first segment's data). Returns None."""
-    _training.start(inputDim=inputDim, outputDim=outputDim, config=config, targetMode=targetMode, **kwargs)
+    _training().start(inputDim=inputDim, outputDim=outputDim, config=config, targetMode=targetMode, **kwargs)
 
 
 def exit():  # noqa: A001 - RASR's name
     """RASR's end of training: drain the trainer's queue, finish, join."""
-    _training.exit()
+    _training().exit()
 
 
 def feedInput(features, weights=None, segmentName=None):  # noqa: N802,N803
     """criterion-by-sprint: posteriors (outputDim, T) float32, Fortran order; finishError or
     finishDiscard follows."""
-    session = _training.require_session()
+    session = _training().require_session()
     return session.forward_for_criterion(session.segment(features, weights, segmentName))
 
 
 def finishDiscard():  # noqa: N802
     """criterion-by-sprint: RASR drops the segment of the last feedInput."""
-    _training.require_session().finish_discard()
+    _training().require_session().finish_discard()
 
 
 def finishError(error, errorSignal, naturalPairingType=None):  # noqa: N802,N803
     """criterion-by-sprint: RASR's loss and error signal (outputDim, T) for the last feedInput."""
-    _training.require_session().finish_error(error, errorSignal, naturalPairingType)
+    _training().require_session().finish_error(error, errorSignal, naturalPairingType)
 
 
 def feedInputAndTarget(features, weights=None, segmentName=None, orthography=None, alignment=None,  # noqa: N802,N803
                        speaker_name=None, speaker_gender=None, **kwargs):
     """target-generic: features with any of alignment, orthography, speaker."""
-    session = _training.require_session()
+    session = _training().require_session()
     session.train(session.segment(features, weights, segmentName, alignment=alignment, orthography=orthography,
                                   speaker_name=speaker_name, speaker_gender=speaker_gender))
 
 
 def feedInputAndTargetAlignment(features, targetAlignment, weights=None, segmentName=None):  # noqa: N802,N803
     """target-alignment: features with a uint32 class index per frame."""
-    session = _training.require_session()
+    session = _training().require_session()
     session.train(session.segment(features, weights, segmentName, alignment=targetAlignment))
 
 
 def feedInputAndTargetSegmentOrth(features, targetSegmentOrth, weights=None, segmentName=None):  # noqa: N802,N803
     """target-segment-orth: features with the segment's orthography."""
-    session = _training.require_session()
+    session = _training().require_session()
     session.train(session.segment(features, weights, segmentName, orthography=targetSegmentOrth))
 
 
 def feedInputUnsupervised(features, weights=None, segmentName=None):  # noqa: N802,N803
     """unsupervised: features only."""
-    session = _training.require_session()
+    session = _training().require_session()
     session.train(session.segment(features, weights, segmentName))
 
 
 def feedInputForwarding(features, weights=None, segmentName=None):  # noqa: N802,N803
     """forward-only: posteriors (outputDim, T) float32, Fortran order."""
-    session = _training.require_session()
+    session = _training().require_session()
     return session.forward(session.segment(features, weights, segmentName))
 
 
@@ -147,12 +159,12 @@ def dump_flags() -> dict:
 
 def set_target_mode(mode):
     """Override RASR's targetMode for the training session (RETURNN's set_target_mode)."""
-    _training.set_target_mode(mode)
+    _training().set_target_mode(mode)
 
 
 def get_final_epoch():
     """The last epoch (``num_epochs``) of the trainer's or the segment ordering's config."""
-    return _training.final_epoch()
+    return _training().final_epoch()
 
 
 def make_criterion_class():

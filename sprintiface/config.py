@@ -21,10 +21,14 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from sprintiface.errors import ConfigError
 from sprintiface.scores import OUTPUT_KINDS
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python < 3.11 only
-    import tomli as tomllib
+
+def _toml():
+    # Imported when a configfile is read, not by every RASR job that starts.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python < 3.11 only
+        import tomli as tomllib
+    return tomllib
 
 
 def _to_str(value: Any) -> str:
@@ -235,6 +239,7 @@ def split_config_string(text: Optional[str]) -> Dict[str, str]:
 def read_config_file(path: str) -> Dict[str, Any]:
     """Top-level keys of the TOML file at ``path``; relative paths among them are taken
     relative to the file's directory."""
+    tomllib = _toml()
     try:
         with open(path, "rb") as file:
             text = file.read()

@@ -43,6 +43,30 @@ def session_options(intra_op_threads: int = 1, inter_op_threads: int = 1):
     return options
 
 
+#: CPU features whose kernels ONNX Runtime's packed weight layouts may depend on.
+_CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "amx_tile",
+              "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "sve", "sve2", "bf16")
+
+
+def packing_target() -> Dict[str, object]:
+    """What pre-packed weights depend on, for this process: ONNX Runtime's version,
+    the machine and the CPU's relevant features. (A prepared model records this
+    and the name of its weights file under ``sprintiface.packed_for``.)"""
+    import onnxruntime
+
+    flags = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
+            for line in file:
+                if line.startswith(("flags", "Features")):
+                    flags.update(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {"onnxruntime": onnxruntime.__version__, "machine": os.uname().machine,
+            "cpu": sorted(flag for flag in _CPU_FLAGS if flag in flags)}
+
+
 def return_freed_memory() -> None:
     """Ask glibc to return freed heap pages to the system (a no-op elsewhere)."""
     try:
@@ -179,7 +203,6 @@ class OnnxEngine:
         import json
 
         from sprintiface.log import logger
-        from sprintiface.prepare import packing_target
 
         recorded = json.loads(packed_for)
         weights = os.path.join(os.path.dirname(os.path.realpath(self.path)), recorded.pop("weights", ""))

@@ -23,7 +23,6 @@ Runtime) and numerically better (no log of an underflowed probability).
 from __future__ import annotations
 
 import base64
-import json
 import os
 from dataclasses import dataclass, replace
 from typing import Dict, Optional, Tuple
@@ -449,6 +448,8 @@ def _tensor_from_json(value: dict) -> TensorInfo:
 
 def interface_to_metadata(interface: ModelInterface) -> Dict[str, str]:
     """The metadata_props entries that let a prepared model load without the onnx package."""
+    import json
+
     bias = interface.logit_bias
     plan = {
         "version": PLAN_VERSION,
@@ -467,6 +468,8 @@ def interface_to_metadata(interface: ModelInterface) -> Dict[str, str]:
 
 def interface_from_metadata(metadata: Dict[str, str], path: str) -> ModelInterface:
     """The ModelInterface a prepared model records (see :func:`interface_to_metadata`)."""
+    import json
+
     try:
         plan = json.loads(metadata[PLAN_KEY])
         if plan.get("version") != PLAN_VERSION:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -35,35 +34,12 @@ from typing import Dict, List, Optional
 import numpy
 
 from sprintiface import graph, model_file
+from sprintiface.engine import packing_target
 from sprintiface.errors import ModelError
 
 #: metadata_props keys besides the plan.
 PACKED_FOR_KEY = "sprintiface.packed_for"
 PREPARED_BY_KEY = "sprintiface.prepared_by"
-#: CPU features whose kernels ONNX Runtime's packed layouts may depend on.
-_CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "amx_tile",
-              "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "sve", "sve2", "bf16")
-
-
-def packing_target() -> Dict[str, object]:
-    """What pre-packed weights depend on, for this process: ONNX Runtime's version,
-    the machine and the CPU's relevant features. (A prepared model records this
-    and the name of its weights file under ``sprintiface.packed_for``.)"""
-    import onnxruntime
-
-    flags = set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
-            for line in file:
-                if line.startswith(("flags", "Features")):
-                    flags.update(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    return {"onnxruntime": onnxruntime.__version__, "machine": platform.machine(),
-            "cpu": sorted(flag for flag in _CPU_FLAGS if flag in flags)}
-
-
 @dataclass
 class QuantizationReport:
     """int8 against float32 on the same frames: how far the scores move, how much faster."""

@@ -17,7 +17,7 @@ def epochs(config, num_epochs):
     """The generator's output split into epochs, by the schedule the segment order made."""
     names = list(sprintiface.getSegmentList(corpusName="corpus", segmentList=NAMES, segmentsInfo=INFO,
                                             config=config))
-    schedule = sprintiface._training.schedule
+    schedule = sprintiface._training().schedule
     result = {epoch: schedule.epoch_segments(epoch) for epoch in range(schedule.first, schedule.last + 1)}
     assert sum(result.values(), []) == names
     assert sorted(result) == list(range(min(result), num_epochs + 1))

@@ -210,7 +210,7 @@ class TrainerCalls(RuleBasedStateMachine):
         session = self.session
         frames = 1
         if session is not None and session["pending"] is not None:
-            frames = sprintiface._training.session._pending_frames
+            frames = sprintiface._training().session._pending_frames
         signal = numpy.asfortranarray(numpy.full((OUTPUT_DIM, frames), 0.5, numpy.float32))
         if not valid:
             signal = signal[:, :0] if frames > 1 else signal.astype(numpy.float64)
@@ -297,8 +297,8 @@ class TrainerCalls(RuleBasedStateMachine):
 
     def teardown(self):
         call(sprintiface.exit)
-        sprintiface._training.schedule = None
-        sprintiface._training.target_mode_override = None
+        sprintiface._training().schedule = None
+        sprintiface._training().target_mode_override = None
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

@@ -22,7 +22,7 @@ def clean_session():
     recording_trainer.KEPT.clear()
     recording_trainer.RecordingTrainer.fail_on = None
     yield
-    process = sprintiface._training
+    process = sprintiface._training()
     if process.session is not None:
         process.session._failure = None
     try:
@@ -223,7 +223,7 @@ def test_background_failure_surfaces_at_the_next_call():
     recording_trainer.RecordingTrainer.fail_on = "bad"
     rasr_init("action:train,trainer:recording_trainer:make,queue_size:2", "unsupervised")
     sprintiface.feedInputUnsupervised(features=rasr_features(3), weights=None, segmentName="bad")
-    sprintiface._training.session._queue.join()
+    sprintiface._training().session._queue.join()
     with pytest.raises(TrainerError, match=r"(?s)background thread failed.*ValueError: cannot learn from bad"):
         sprintiface.feedInputUnsupervised(features=rasr_features(3), weights=None, segmentName="next")
     with pytest.raises(TrainerError):
@@ -257,7 +257,7 @@ def test_input_errors_and_config_errors(mlp_path):
     posteriors = sprintiface.feedInput(features=rasr_features(4), weights=None, segmentName="x")  # nop: uniform
     numpy.testing.assert_allclose(posteriors, 1 / 30)
     sprintiface.finishDiscard()
-    assert sprintiface._training.session.segments == 1
+    assert sprintiface._training().session.segments == 1
 
 
 def test_features_to_dataset_and_module_surface():
@@ -276,7 +276,7 @@ def test_features_to_dataset_and_module_surface():
 def _planned_epochs(config, names):
     """(name, epoch) of every segment the segment order plans, from its schedule."""
     list(sprintiface.getSegmentList(corpusName="c", segmentList=names, segmentsInfo=None, config=config))
-    schedule = sprintiface._training.schedule
+    schedule = sprintiface._training().schedule
     return [(name, epoch) for epoch in range(schedule.first, schedule.last + 1)
             for name in schedule.epoch_segments(epoch)]
 
@@ -355,7 +355,7 @@ def test_forward_only_dumps_every_segment_and_needs_a_model(tmp_path, mlp_path):
 def test_allow_downsampling_comes_as_an_int(flag, allowed):
     sprintiface.init(inputDim=12, outputDim=30, allowDownsampling=flag, config="action:nop",
                      targetMode="forward-only", cudaEnabled=0, cudaActiveGpu=-1)
-    assert sprintiface._training.session.allow_downsampling is allowed
+    assert sprintiface._training().session.allow_downsampling is allowed
 
 
 @pytest.mark.parametrize("flag", [2, -1, "1", None, 1.0])
@@ -476,7 +476,7 @@ def test_a_failed_feed_is_recorded_and_the_dump_never_gets_its_final_name(tmp_pa
     feed("s1", "also fine ")
     with pytest.raises(TrainerError, match="(?s)failed.*UnicodeEncodeError"):
         feed("s2", "bad \ud800 ")  # a lone surrogate has no UTF-8: the dump's hook fails
-        sprintiface._training.session._queue.join()  # queued: the failure comes at the next call
+        sprintiface._training().session._queue.join()  # queued: the failure comes at the next call
         feed("s3", "next ")
     with pytest.raises(TrainerError):  # the caller went on to exit(): the failure again, no final name
         sprintiface.exit()
