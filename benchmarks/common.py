@@ -20,9 +20,16 @@ CLASSES = 9001
 _CACHE = os.path.join(tempfile.gettempdir(), "sprintiface-bench-models")
 
 
+#: kind -> (input dim, classes)
+DIMS = {"mlp": (INPUT_DIM, CLASSES), "blstm": (INPUT_DIM, CLASSES), "big": (INPUT_DIM, CLASSES), "tiny": (16, 7),
+        "small": (INPUT_DIM, 500)}
+
+
 def model_path(kind):
     """A benchmark model on disk (made once): ``mlp`` 40 -> 128 -> 9001 (small, so the
-    transform matters) or ``blstm`` 40 -> 2x128 -> 9001."""
+    transform matters), ``blstm`` 40 -> 2x128 -> 9001, ``big`` 40 -> 4x2048 -> 9001
+    (124 MB, for memory), ``tiny`` 16 -> 32 -> 7 (for the fixed cost per call), ``small``
+    40 -> 256 -> 500 (for cold starts)."""
     os.makedirs(_CACHE, exist_ok=True)
     path = os.path.join(_CACHE, f"{kind}-{sprintiface.__version__}.onnx")
     if not os.path.exists(path):
@@ -30,21 +37,39 @@ def model_path(kind):
             model = build_mlp(INPUT_DIM, CLASSES, (128,), seed=11, length_name="data:size1")
         elif kind == "blstm":
             model = build_blstm(INPUT_DIM, CLASSES, hidden=128, seed=12)
+        elif kind == "big":
+            model = build_mlp(INPUT_DIM, CLASSES, (2048,) * 4, seed=13)
+        elif kind == "tiny":
+            model = build_mlp(16, 7, (32,), seed=14)
+        elif kind == "small":
+            model = build_mlp(INPUT_DIM, 500, (256,), seed=15, length_name="data:size1")
         else:
             raise ValueError(kind)
         save_model(model, path)
     return path
 
 
-def features(num_frames, seed=0):
-    return numpy.random.default_rng(seed).standard_normal((num_frames, INPUT_DIM)).astype(numpy.float32)
+def prepared_path(kind, form="shareable"):
+    """``model_path(kind)`` prepared by ``sprintiface prepare`` (made once): ``shareable``
+    (pre-packed weights file), ``plain`` or ``int8`` (shareable, quantized)."""
+    from sprintiface.prepare import prepare_model
+
+    path = os.path.join(_CACHE, f"{kind}-{sprintiface.__version__}.{form}.onnx")
+    if not os.path.exists(path):
+        prepare_model(model_path(kind), path, plain=form == "plain", quantize=form == "int8")
+    return path
 
 
-def our_scorer(kind, extra=""):
+def features(num_frames, seed=0, dim=INPUT_DIM):
+    return numpy.random.default_rng(seed).standard_normal((num_frames, dim)).astype(numpy.float32)
+
+
+def our_scorer(kind, extra="", path=None, quiet=True):
+    """A scorer made as RASR makes it; ``quiet`` adds log_level:warning (else default settings)."""
+    config = f"onnx:{path or model_path(kind)}{',log_level:warning' if quiet else ''}{extra}"
     scorer = sprintiface.init(name="Sprint.PythonControl", sprint_unit="PythonFeatureScorer", reference=None,
-                              callback=None, version_number=5,
-                              config=f"onnx:{model_path(kind)},log_level:warning{extra}")
-    scorer.init(input_dim=INPUT_DIM, output_dim=CLASSES)
+                              callback=None, version_number=5, config=config)
+    scorer.init(input_dim=DIMS[kind][0], output_dim=DIMS[kind][1])
     return scorer
 
 
@@ -59,18 +84,20 @@ def reference_scorer(kind):
     return scorer
 
 
-def bare_session(kind):
+def bare_session(kind, path=None):
+    """A bare InferenceSession on the unmodified model, 1 thread, and a function that makes its feeds."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(model_path(kind), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(path or model_path(kind), options, providers=["CPUExecutionProvider"])
+    inputs = session.get_inputs()
 
     def feeds_for(x):
-        feeds = {"data": x[None]}
-        if any(i.name == "data:size1" for i in session.get_inputs()):
-            feeds["data:size1"] = numpy.array([x.shape[0]], dtype=numpy.int32)
+        feeds = {inputs[0].name: x[None]}
+        for extra in inputs[1:]:
+            feeds[extra.name] = numpy.array([x.shape[0]], dtype=numpy.int64 if "64" in extra.type else numpy.int32)
         return feeds
 
     return session, feeds_for

@@ -94,6 +94,14 @@ def mapped_bytes(path: str) -> int:
     return total
 
 
+def _trimming_run_options():
+    import onnxruntime
+
+    options = onnxruntime.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
 def _prepare_in_memory(path, input_name, output_name, length_name, output_kind):
     """A plain model, prepared at load: ``(interface, model bytes)``. The bytes are the
     graph alone, its weights left in the file (sprintiface.model_file), so the model
@@ -313,7 +321,13 @@ class OnnxEngine:
             io.bind_output(self.interface.served_output, "cpu", 0, numpy.float32, out_shape, out_address)
             binding.bound = (frames_address, num_frames, out_address)
         try:
-            self.session.run_with_iobinding(io)
+            if binding.trim_arena:
+                # ONNX Runtime's arena keeps what its largest run needed; after an outlier the
+                # scorer asks for it back once, at the end of this run.
+                binding.trim_arena = False
+                self.session.run_with_iobinding(io, _trimming_run_options())
+            else:
+                self.session.run_with_iobinding(io)
         except Exception as error:
             message = str(error)
             if "computed output shape" in message:
@@ -332,6 +346,8 @@ class Binding:
         self.io = engine.session.io_binding()
         #: (frames address, frames, output address) of what is bound, or None.
         self.bound = None
+        #: Give ONNX Runtime's arena back to the system at the end of the next run.
+        self.trim_arena = False
         self.length = None
         if engine._length_dtype is not None:
             self.length = numpy.zeros(1, dtype=engine._length_dtype)

@@ -45,11 +45,10 @@ def init_python_feature_scorer(config: str, **kwargs) -> "PythonFeatureScorer":
 
 #: Memory policy: the frame block and the score matrix are given back when they hold more
 #: than SHRINK_FACTOR x the longest of the last RECENT_SEGMENTS segments (and more than
-#: MIN_FRAMES); they are then cut to KEEP_FACTOR x that length, so one outlier pins its
-#: memory for at most RECENT_SEGMENTS segments.
+#: MIN_FRAMES); they are then cut to that length (and ONNX Runtime's arena is trimmed at
+#: the next run), so one outlier pins its memory for at most RECENT_SEGMENTS segments.
 RECENT_SEGMENTS = 16
 SHRINK_FACTOR = 4
-KEEP_FACTOR = 1.5
 MIN_FRAMES = 1024
 
 
@@ -227,7 +226,8 @@ class PythonFeatureScorer:
         self._recent.append(frames)
         longest = max(max(self._recent), MIN_FRAMES)
         if max(buffer.score_capacity, buffer.frame_capacity) > SHRINK_FACTOR * longest:
-            buffer.shrink(int(KEEP_FACTOR * longest))
+            buffer.shrink(longest)
+            self._binding.trim_arena = True  # ONNX Runtime's buffers for the outlier go at the next run
             return_freed_memory()
 
     def _require_buffer(self, call: str) -> FrameBuffer:

@@ -1,0 +1,90 @@
+"""Whole processes for benchmarks/ratios.py: a RASR job's scorer next to a bare
+onnxruntime process doing the same work, each measuring itself.
+
+    python benchmarks/processes.py {bare|ours} MODEL FRAMES [--hold FILE] [--config EXTRA]
+
+Each child imports what it needs, loads MODEL, scores FRAMES random 40-dim
+frames (bare: InferenceSession.run, then -log_softmax in numpy; ours: RASR's
+calls on sprintiface), then prints one JSON line: CPU seconds (user + system,
+the whole process), peak RSS (VmHWM) and, after the work, Rss/Pss/Pss_Anon
+from /proc/self/smaps_rollup, in bytes. With ``--hold FILE`` it then waits
+until FILE exists and prints a second line, so that the PSS of N processes
+sharing a model is read while all N are alive. Measuring inside the child matters: a child's
+ru_maxrss as its parent sees it starts at the parent's size.
+"""
+import json
+import os
+import resource
+import sys
+import time
+
+
+def _status():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result = {"cpu": usage.ru_utime + usage.ru_stime}
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                result["peak"] = int(line.split()[1]) * 1024
+    try:
+        with open("/proc/self/smaps_rollup") as rollup:
+            for line in rollup:
+                key, _, rest = line.partition(":")
+                if key in ("Rss", "Pss", "Pss_Anon", "Pss_File"):
+                    result[key.lower()] = int(rest.split()[0]) * 1024
+    except OSError:
+        pass
+    return result
+
+
+def bare(model, frames):
+    import numpy
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    inputs = session.get_inputs()
+    x = numpy.random.default_rng(0).standard_normal((frames, inputs[0].shape[-1])).astype(numpy.float32)
+    feeds = {inputs[0].name: x[None]}
+    for extra in inputs[1:]:
+        feeds[extra.name] = numpy.array([frames], dtype=numpy.int64 if "64" in extra.type else numpy.int32)
+    probabilities = session.run(None, feeds)[0][0]
+    -numpy.log(probabilities)
+    return session  # alive while the process measures itself, as a job's session is
+
+
+def ours(model, frames, extra=""):
+    import numpy
+
+    import sprintiface
+
+    scorer = sprintiface.init(name="Sprint.PythonControl", sprint_unit="PythonFeatureScorer", reference=None,
+                              callback=None, version_number=5, config=f"onnx:{model},log_level:warning{extra}")
+    dim = int(os.environ.get("SPRINTIFACE_BENCH_DIM", "40"))
+    classes = int(os.environ["SPRINTIFACE_BENCH_CLASSES"])
+    scorer.init(input_dim=dim, output_dim=classes)
+    x = numpy.random.default_rng(0).standard_normal((frames, dim)).astype(numpy.float32)
+    for t in range(frames):
+        scorer.add_feature(feature=x[t], time=t)
+    scorer.compute(num_frames=frames)
+    [scorer.get_scores(time=t) for t in range(frames)]
+    scorer.reset(num_frames=frames)
+    return scorer  # alive while the process measures itself
+
+
+def main():
+    which, model, frames = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    hold = sys.argv[sys.argv.index("--hold") + 1] if "--hold" in sys.argv else None
+    extra = sys.argv[sys.argv.index("--config") + 1] if "--config" in sys.argv else ""
+    alive = bare(model, frames) if which == "bare" else ours(model, frames, extra)  # noqa: F841
+    print(json.dumps(_status()), flush=True)
+    if hold:  # all N loaded: report again, now that every sharer is there
+        while not os.path.exists(hold):
+            time.sleep(0.05)
+        print(json.dumps(_status()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
