@@ -293,7 +293,12 @@ def _normalises_last_axis(node, rank: int, model) -> bool:
 # tensor the cut would serve, when the model declares none).
 _SAME_TYPE_OPS = {"Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "Relu", "LeakyRelu", "Tanh", "Sigmoid", "Neg",
                   "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Softmax", "LogSoftmax",
-                  "LayerNormalization", "BatchNormalization", "Conv", "Concat", "Slice", "Dropout", "Expand"}
+                  "LayerNormalization", "BatchNormalization", "Conv", "Concat", "Slice", "Dropout", "Expand",
+                  "LSTM", "GRU", "RNN", "Gather", "Pad", "Where", "Max", "Min", "Sum", "Clip", "Erf", "Gelu",
+                  "Softplus", "Elu", "Selu", "HardSigmoid", "Sqrt", "Pow", "Exp", "Log", "Abs", "Tile"}
+# Inputs that carry the element type: the data, not the indices, condition or shapes.
+_TYPED_INPUTS = {"Gather": (0,), "Where": (1, 2), "Reshape": (0,), "Expand": (0,), "Tile": (0,), "Slice": (0,),
+                 "Pad": (0,), "Squeeze": (0,), "Unsqueeze": (0,), "Clip": (0,)}
 
 
 def _elem_type(graph, name: str, depth: int = 0) -> Optional[int]:
@@ -308,8 +313,12 @@ def _elem_type(graph, name: str, depth: int = 0) -> Optional[int]:
         return None
     if node.op_type == "Cast":
         return _cast_to(node)
-    if node.op_type in _SAME_TYPE_OPS and node.input:
-        return _elem_type(graph, node.input[0], depth + 1)
+    if node.op_type in _SAME_TYPE_OPS:
+        for index in _TYPED_INPUTS.get(node.op_type, range(len(node.input))):
+            if index < len(node.input) and node.input[index]:
+                found = _elem_type(graph, node.input[index], depth + 1)
+                if found:
+                    return found
     return None
 
 
@@ -362,8 +371,10 @@ def cut_normalisation(model, interface: ModelInterface) -> ModelInterface:
     logits = casts[-1].input[0] if casts else final.normaliser.input[0]
     if _readers(graph, logits) != 1:
         return interface  # the logits are read elsewhere too (a graph output, a loop body): keep it whole
-    if _elem_type(graph, logits) != FLOAT32:
-        return interface  # the logits would not be float32 (e.g. a float16 model): serve it whole
+    # Without a Cast, Softmax/LogSoftmax keep the type: the logits are float32 like the output.
+    # Through Casts, their type must be known to be float32 (not a float16 model's logits).
+    if casts and _elem_type(graph, logits) != FLOAT32:
+        return interface
     logit_bias = None
     bias_add = _bias_add(graph, logits, output.shape[-1], os.path.dirname(os.path.abspath(interface.path)))
     if bias_add is not None:

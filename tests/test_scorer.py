@@ -50,6 +50,11 @@ def test_final_bias_and_softmax_are_cut_and_applied_in_place(mlp_path):
     assert engine.logit_bias.shape == (30,) and engine.logit_bias.dtype == numpy.float32
 
 
+def test_a_blstm_is_cut_too(blstm_path):
+    engine = make_engine(blstm_path)
+    assert engine.kind == "logits" and engine.logit_bias.shape == (30,)
+
+
 def test_bias_first_and_broadcast_bias_shapes_are_cut_too(model_file):
     from onnx import TensorProto, helper, numpy_helper
 
