@@ -46,8 +46,10 @@ int sf_kernel_best(void);
  * model adds before its softmax, cut off the graph so that ONNX Runtime writes
  * its last MatMul straight into `scores`. It is added to each value first,
  * z = x + bias, exactly as the model's Add would round it, and the score is
- * computed from z the way ONNX Runtime's LogSoftmax computes it: so scores
- * stay as exact as a bare run at any logit magnitude.
+ * log(sum exp(z - s)) - (z - s) with the shift s taken from z (the row's
+ * maximum, or the last row's log-sum-exp when that is close enough to keep the
+ * sum a modest number): so scores stay as exact as a bare run at any logit
+ * magnitude.
  *
  * With a prior, the caller passes class_term = prior_scale * log p(c), so the
  * result is -log p(c|x) + prior_scale * log p(c).
