@@ -439,3 +439,14 @@ def test_a_length_baked_into_the_graph_is_a_model_error(model_file):
                      numpy_helper.from_array(numpy.ones((4, 3), numpy.float32), "W")])
     with pytest.raises(ModelError, match="does not run on 16 frames.*baked its example length"):
         rasr_scorer(f"onnx:{model_file(onnx_model(graph))}", 4, 3)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e3, 1e8])
+def test_bias_and_log_softmax_stay_exact_at_extreme_logits(model_file, scale):
+    # The cut bias is added before the log-softmax, rounded as the model's Add rounds it:
+    # scores match a bare run of the model's own LogSoftmax at any magnitude.
+    path = model_file(build_mlp(12, 30, (16,), seed=6, output_kind="log_probs"))
+    x = features(40, 12, seed=7) * numpy.float32(scale)
+    expected = -bare_run(path, x).astype(numpy.float64)
+    got = score_segment(rasr_scorer(f"onnx:{path},log_level:warning", 12, 30), x)
+    numpy.testing.assert_allclose(got, expected, rtol=2e-6, atol=2e-5)
