@@ -95,7 +95,11 @@ def prepare_model(source: str, output: str, *, plain: bool = False, quantize: bo
     if not os.path.isdir(directory):
         raise ModelError(f"prepare: the output's directory {directory!r} does not exist")
     model = graph.load(source)
-    interface = graph.prepare(model, source, input_name, output_name, length_name, output_kind)
+    recorded = {p.key: p.value for p in model.metadata_props}
+    if graph.PLAN_KEY in recorded:  # prepared already (another form, or to quantize): its plan holds
+        interface = graph.interface_from_metadata(recorded, source)
+    else:
+        interface = graph.prepare(model, source, input_name, output_name, length_name, output_kind)
     metadata = graph.interface_to_metadata(interface)
     metadata[PREPARED_BY_KEY] = json.dumps({"sprintiface": __version__, "source": os.path.basename(source),
                                             "quantized": quantize})
