@@ -1,10 +1,20 @@
-"""asv suite: the RASR feature-scorer path. Shared models: benchmarks/common.py."""
+"""asv suite: the RASR feature-scorer path. Shared models: benchmarks/common.py;
+whole processes: benchmarks/processes.py (each child measures itself)."""
+import json
+import os
 import subprocess
 import sys
+import tempfile
+
+import numpy
 
 from . import common  # noqa: I001 - puts tools/ on sys.path
 
 from rasr_driver import drive_add_feature, drive_get_scores  # noqa: E402
+
+from sprintiface._buffer import available_score_kernels  # noqa: E402
+
+PROCESSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "processes.py")
 
 
 class HotPath:
@@ -36,16 +46,17 @@ class HotPath:
 
 
 class Compute:
-    """compute() over one buffer vs a bare InferenceSession.run on the same input."""
+    """compute() over one buffer, with each score kernel, vs a bare InferenceSession.run on
+    the same input (``bare-onnxruntime``)."""
 
-    params = (["mlp", "blstm"], [100, 1000, 6000], ["sprintiface", "bare-onnxruntime"])
+    params = (["mlp", "blstm"], [100, 1000, 6000], list(available_score_kernels()) + ["bare-onnxruntime"])
     param_names = ["model", "frames", "implementation"]
     timeout = 600
 
     def setup(self, model, frames, implementation):
         self.x = common.features(frames)
-        if implementation == "sprintiface":
-            self.scorer = common.our_scorer(model)
+        if implementation != "bare-onnxruntime":
+            self.scorer = common.our_scorer(model, f",score_kernel:{implementation}")
             drive_add_feature(self.scorer, self.x)
         else:
             self.session, feeds_for = common.bare_session(model)
@@ -58,7 +69,7 @@ class Compute:
             self.time_compute(model, frames, implementation)
 
     def time_compute(self, model, frames, implementation):
-        if implementation == "sprintiface":
+        if implementation != "bare-onnxruntime":
             self.scorer.compute(num_frames=frames)
         else:
             self.session.run(None, self.feeds)
@@ -95,3 +106,129 @@ class ColdStart:
                 "s = common.our_scorer('mlp'); drive_segment(s, common.features(500), common.CLASSES)")
         import os
         subprocess.run([sys.executable, "-c", code.format(os.path.dirname(os.path.abspath(__file__)))], check=True)
+
+
+class PerBuffer:
+    """A low-latency buffer's fixed cost: compute() of T frames on a tiny MLP 16-32-7 with
+    default settings, vs a bare run plus -log of the same frames."""
+
+    params = ([1, 2, 5, 10], ["sprintiface", "bare-onnxruntime"])
+    param_names = ["frames", "implementation"]
+
+    def setup(self, frames, implementation):
+        x = common.features(frames, dim=16)
+        if implementation == "sprintiface":
+            self.scorer = common.our_scorer("tiny", quiet=False)
+            drive_add_feature(self.scorer, x)
+        else:
+            self.session, feeds_for = common.bare_session("tiny")
+            self.feeds = feeds_for(x)
+        self.time_compute(frames, implementation)
+
+    def time_compute(self, frames, implementation):
+        if implementation == "sprintiface":
+            self.scorer.compute(num_frames=frames)
+        else:
+            -numpy.log(self.session.run(None, self.feeds)[0])
+
+
+def _child(which, model, classes, hold=None):
+    command = [sys.executable, PROCESSES, which, model, "100"] + (["--hold", hold] if hold else [])
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir(),
+                            env=dict(os.environ, SPRINTIFACE_BENCH_CLASSES=str(classes)))
+
+
+def _measure(which, model, classes):
+    child = _child(which, model, classes)
+    out, _ = child.communicate(timeout=300)
+    return json.loads(out.splitlines()[-1])
+
+
+class ColdProcess:
+    """A fresh process: import, load, 100 frames, -log. Prepared 40-256-500 model for
+    sprintiface, the plain model for a bare onnxruntime process."""
+
+    params = ["sprintiface-prepared", "bare-onnxruntime"]
+    param_names = ["implementation"]
+    timeout = 300
+
+    def setup(self, implementation):
+        self.model = common.prepared_path("small") if implementation == "sprintiface-prepared" else \
+            common.model_path("small")
+        self.which = "ours" if implementation == "sprintiface-prepared" else "bare"
+
+    def track_cpu_seconds(self, implementation):
+        return _measure(self.which, self.model, 500)["cpu"]
+
+    def track_peak_rss_mib(self, implementation):
+        return _measure(self.which, self.model, 500)["peak"] / 2**20
+
+    track_cpu_seconds.unit = "s"
+    track_peak_rss_mib.unit = "MiB"
+
+
+class ModelMemory:
+    """The 124 MB MLP 40-4x2048-9001 in one process: load peak RSS and steady PSS."""
+
+    params = ["sprintiface-plain", "sprintiface-prepared", "bare-onnxruntime"]
+    param_names = ["implementation"]
+    timeout = 600
+
+    def setup(self, implementation):
+        self.model = common.prepared_path("big") if implementation == "sprintiface-prepared" else \
+            common.model_path("big")
+        self.which = "bare" if implementation == "bare-onnxruntime" else "ours"
+
+    def track_load_peak_mib(self, implementation):
+        return _measure(self.which, self.model, common.CLASSES)["peak"] / 2**20
+
+    def track_steady_pss_mib(self, implementation):
+        return _measure(self.which, self.model, common.CLASSES)["pss"] / 2**20
+
+    track_load_peak_mib.unit = "MiB"
+    track_steady_pss_mib.unit = "MiB"
+
+
+class SharedWeights:
+    """Total PSS of N processes on the 124 MB MLP: one prepared model vs N bare processes."""
+
+    params = ([1, 2, 4, 8], ["sprintiface-prepared", "bare-onnxruntime"])
+    param_names = ["processes", "implementation"]
+    timeout = 900
+
+    def setup(self, processes, implementation):
+        self.model = common.prepared_path("big") if implementation == "sprintiface-prepared" else \
+            common.model_path("big")
+        self.which = "ours" if implementation == "sprintiface-prepared" else "bare"
+
+    def track_total_pss_mib(self, processes, implementation):
+        hold = tempfile.mktemp(prefix="sprintiface-hold-")
+        children = [_child(self.which, self.model, common.CLASSES, hold) for _ in range(processes)]
+        try:
+            for child in children:
+                child.stdout.readline()
+            open(hold, "w").close()
+            return sum(json.loads(child.stdout.readline())["pss"] for child in children) / 2**20
+        finally:
+            for child in children:
+                child.wait(timeout=120)
+            os.unlink(hold)
+
+    track_total_pss_mib.unit = "MiB"
+
+
+class Int8:
+    """compute() on the 124 MB MLP prepared as float32 and as int8 (prepare --quantize)."""
+
+    params = ([100, 1000], ["float32", "int8"])
+    param_names = ["frames", "weights"]
+    timeout = 900
+
+    def setup(self, frames, weights):
+        path = common.prepared_path("big", "int8" if weights == "int8" else "shareable")
+        self.scorer = common.our_scorer("big", path=path)
+        drive_add_feature(self.scorer, common.features(frames))
+        self.scorer.compute(num_frames=frames)
+
+    def time_compute(self, frames, weights):
+        self.scorer.compute(num_frames=frames)
