@@ -23,6 +23,9 @@ class RecordingTrainer(Trainer):
         CALLS.append(("backward", segment.name, error, error_signal.shape, natural_pairing_type,
                       float(error_signal[0, 0])))
 
+    def discard(self, segment):
+        CALLS.append(("discard", segment.name))
+
     def end_epoch(self, epoch):
         CALLS.append(("end_epoch", epoch))
 

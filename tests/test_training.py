@@ -174,6 +174,7 @@ def test_criterion_by_sprint_round_trip_and_order_errors(mlp_path):
     sprintiface.exit()
     assert ("backward", "s1", 2.5, (6, 30), "softmax", 0.25) in recording_trainer.CALLS
     assert not any(call[0] == "backward" and call[1] == "s3" for call in recording_trainer.CALLS)
+    assert ("discard", "s3") in recording_trainer.CALLS
     assert recording_trainer.CALLS[-1] == ("finish",)
 
 
@@ -315,3 +316,62 @@ def test_epochs_come_from_the_schedule_not_from_counting(read_ahead, keep):
     assert [(c[1], c[3]) for c in recording_trainer.CALLS if c[0] == "train_segment"] == expected
     assert [c for c in recording_trainer.CALLS if c[0] in ("start_epoch", "end_epoch")] == [
         (hook, epoch) for epoch in (1, 2, 3) for hook in ("start_epoch", "end_epoch")]
+
+
+def test_every_process_goes_through_every_epoch_of_the_schedule():
+    # A process whose corpus partition has nothing in the first and the last epochs (one
+    # segment per epoch, this process's only in epoch 2) still starts and ends them all,
+    # so that trainers of several processes meet at every epoch end.
+    config = "action:train,trainer:recording_trainer:make,num_epochs:3,partition_epoch:3,queue_size:0"
+    names = ["c/s0", "c/s1", "c/s2"]
+    for name in sprintiface.getSegmentList(corpusName="c", segmentList=names, segmentsInfo=None, config=config):
+        if name != "c/s1":
+            continue  # another process's partition
+        rasr_init(config, "target-alignment")
+        sprintiface.feedInputAndTargetAlignment(features=rasr_features(2), targetAlignment=numpy.zeros(2, numpy.uint32),
+                                                weights=None, segmentName=name)
+    sprintiface.exit()
+    assert [c[:2] for c in recording_trainer.CALLS] == [
+        ("start_epoch", 1), ("end_epoch", 1), ("start_epoch", 2), ("train_segment", "c/s1"), ("end_epoch", 2),
+        ("start_epoch", 3), ("end_epoch", 3), ("finish",)]
+
+
+TORCH_FREE = textwrap.dedent("""
+    import sys, numpy, sprintiface
+    from sprintiface.replay import rasr_scorer_calls
+    config = ("action:train,trainer:torch,model_file:am.py,model:out/am,learning_rate:0.001,max_seqs:8,max_frames:2000,"
+              "accum_grad_multiple_step:2,torch_threads:1,onnx_exporter:torchscript,num_epochs:3")
+    # RASR passes the trainer's config to the segment ordering too
+    assert len(list(sprintiface.getSegmentList(corpusName="c", segmentList=["a", "b"], segmentsInfo=None,
+                                               config=config))) == 6
+    frames = numpy.zeros((5, 12), numpy.float32)
+    assert [s.shape for _, s in rasr_scorer_calls(sprintiface, "onnx:" + sys.argv[1], [frames], 12, 30)] == [(5, 30)]
+    assert "torch" not in sys.modules, "scoring imported torch"
+    print("ok")
+""")
+
+
+def test_import_segment_order_and_scoring_never_import_torch(tmp_path, mlp_path):
+    result = subprocess.run([sys.executable, "-c", TORCH_FREE, mlp_path], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+WITHOUT_TORCH = textwrap.dedent("""
+    import sys
+    sys.modules["torch"] = None  # as if PyTorch were not installed
+    import sprintiface
+    try:
+        sprintiface.init(inputDim=12, outputDim=6, allowDownsampling=0, targetMode="target-alignment",
+                         config="action:train,trainer:torch,model_file:am.py,model:out/am", cudaEnabled=0,
+                         cudaActiveGpu=-1)
+    except sprintiface.ConfigError as error:
+        print(error)
+""")
+
+
+def test_trainer_torch_without_torch_says_how_to_install_it(tmp_path):
+    result = subprocess.run([sys.executable, "-c", WITHOUT_TORCH], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
+    assert "cannot load 'torch'" in result.stdout and "pip install 'sprintiface[torch]'" in result.stdout, \
+        result.stdout + result.stderr

@@ -9,6 +9,7 @@ and calls a :class:`Trainer`::
     train_segment(segment)               # every segment (background thread if queue_size > 0)
     forward(segment) -> (T', C)          # criterion-by-sprint: posteriors RASR computes the loss on
     backward(segment, error, error_signal, natural_pairing_type)   # ... then RASR's error signal
+    discard(segment)                     # ... or RASR's finishDiscard instead
     end_epoch(epoch)                     # all of the epoch was fed (see below)
     save_checkpoint(directory, epoch)    # after end_epoch, with checkpoint_dir; then epoch.NNN.done
     finish()                             # once at the end (also when RASR never calls exit)
@@ -22,9 +23,13 @@ half-done epoch.
 Segments arrive one at a time; a learner that trains on batches collects them
 in train_segment and flushes in end_epoch / finish. Calls come from one thread
 at a time, in order. A segment of criterion-by-sprint gets ``forward`` and then
-either ``backward`` or nothing (RASR discarded it), before the next ``forward``.
+either ``backward`` or ``discard`` (RASR discarded it), before the next ``forward``.
 
-Choose the trainer with ``trainer:<name>`` (built in: ``dump``) or
+A trainer class with ``writes_model = True`` takes the config key ``model`` as
+the prefix of what it writes (checkpoints, exports), so the session loads no
+ONNX model from it.
+
+Choose the trainer with ``trainer:<name>`` (built in: ``dump``, ``torch``) or
 ``trainer:package.module:factory``; the factory is called as
 ``factory(config=, input_dim=, output_dim=, target_mode=)`` plus, if its
 signature takes them (by name or ``**kwargs``), ``engine=``,
@@ -77,6 +82,9 @@ class Trainer:
     ``allow_downsampling`` whether forward may return fewer frames than it got.
     """
 
+    #: Whether config key ``model`` names what this trainer writes, not a model to load.
+    writes_model: bool = False
+
     def __init__(self, config: Config, input_dim: int, output_dim: int, target_mode: str, engine=None, *,
                  allow_downsampling: bool = False, cuda_enabled: bool = False, cuda_active_gpu: int = -1):
         self.config = config
@@ -109,6 +117,9 @@ class Trainer:
         """RASR's criterion result for the last forward(): ``error_signal`` float32 (T, output_dim),
         the gradient w.r.t. the softmax input when ``natural_pairing_type == "softmax"``."""
 
+    def discard(self, segment: Segment) -> None:
+        """RASR dropped the last forward()'s segment (finishDiscard): no backward comes for it."""
+
     def end_epoch(self, epoch: int) -> None:
         pass
 
@@ -127,16 +138,15 @@ class Trainer:
 
 
 #: Trainers that come with sprintiface, by their ``trainer`` name.
-BUILT_IN: Dict[str, str] = {"dump": "sprintiface.training.dump:DumpTrainer"}
+BUILT_IN: Dict[str, str] = {
+    "dump": "sprintiface.training.dump:DumpTrainer",
+    "torch": "sprintiface.training.torch_trainer:TorchTrainer",
+}
 
 
-def make_trainer(config: Config, input_dim: int, output_dim: int, target_mode: str, engine=None,
-                 **rasr_options) -> Trainer:
-    """The trainer ``config.trainer`` names (a built-in name or ``package.module:factory``).
-
-    ``rasr_options``: ``allow_downsampling``, ``cuda_enabled``, ``cuda_active_gpu``
-    from RASR's init; passed on to factories whose signature takes them.
-    """
+def trainer_factory(config: Config):
+    """The factory (usually a Trainer subclass) ``config.trainer`` names: a built-in
+    name or ``package.module:factory``."""
     name = config.trainer
     target = BUILT_IN.get(name, name)
     if ":" not in target:
@@ -144,9 +154,20 @@ def make_trainer(config: Config, input_dim: int, output_dim: int, target_mode: s
                           f"package.module:factory; got {name!r}")
     module_name, factory_name = target.split(":", 1)
     try:
-        factory = getattr(importlib.import_module(module_name), factory_name)
+        return getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"config key 'trainer': cannot load {name!r}: {error}") from None
+
+
+def make_trainer(config: Config, input_dim: int, output_dim: int, target_mode: str, engine=None,
+                 **rasr_options) -> Trainer:
+    """The trainer ``config.trainer`` names (see :func:`trainer_factory`).
+
+    ``rasr_options``: ``allow_downsampling``, ``cuda_enabled``, ``cuda_active_gpu``
+    from RASR's init; passed on to factories whose signature takes them.
+    """
+    name = config.trainer
+    factory = trainer_factory(config)
     offered = dict(engine=engine, **rasr_options)
     try:
         parameters = inspect.signature(factory).parameters
