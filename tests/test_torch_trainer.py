@@ -326,6 +326,12 @@ def test_a_killed_job_resumes_after_its_last_epoch_as_if_never_stopped(tmp_path)
     for index, state in straight["optimizer"]["state"].items():
         for key, value in state.items():
             assert torch.equal(resumed["optimizer"]["state"][index][key], value), (index, key)
+    # without checkpoint_dir: start_epoch:3 continues from <model>.002.pt
+    (tmp_path / "restarted").mkdir()
+    os.link(tmp_path / "resumed" / "am.002.pt", tmp_path / "restarted" / "am.002.pt")
+    train_through_rasr(config("restarted").replace(f"checkpoint_dir:{tmp_path / 'restarted'}", "start_epoch:3"), names)
+    restarted = checkpoint(tmp_path / "restarted" / "am", 3)
+    assert all(torch.equal(restarted["model"][key], value) for key, value in straight["model"].items())
 
 
 def test_learning_rate_per_epoch_and_scheduler(tmp_path):
@@ -409,6 +415,12 @@ def test_model_file_and_target_mode_errors_name_what_is_missing(tmp_path):
                                                 segmentName="x")
     with pytest.raises(TrainerError):
         sprintiface.exit()
+    rasr_init(f"{base},model_file:{write(tmp_path, MLP_FILE)},start_epoch:4")
+    with pytest.raises(TrainerError, match=r"starts at epoch 4 \(start_epoch\).*checkpoint '.*am.003.pt' does not"):
+        sprintiface.feedInputAndTargetAlignment(features=fortran(features), targetAlignment=labels, weights=None,
+                                                segmentName="x")
+    with pytest.raises(TrainerError):
+        sprintiface.exit()
     rasr_init(f"{base},model_file:{write(tmp_path, MLP_FILE)}", "target-generic")
     with pytest.raises(TrainerError, match="segment 'x' .target-generic. has no alignment.*define train_step"):
         sprintiface.feedInputAndTarget(features=fortran(features), weights=None, segmentName="x",
@@ -418,7 +430,7 @@ def test_model_file_and_target_mode_errors_name_what_is_missing(tmp_path):
 RANK_JOB = textwrap.dedent("""
     import json, os, sys, numpy, sprintiface
     from sprintiface.replay import synthetic_segment
-    config, mine = sys.argv[1], set(sys.argv[2].split(","))
+    config, mine, mode = sys.argv[1], set(sys.argv[2].split(",")), sys.argv[3]
     names = ["train/%d" % i for i in range(9)]
     trainer = None
     for name in sprintiface.getSegmentList(corpusName="train", segmentList=names, segmentsInfo=None, config=config):
@@ -426,11 +438,21 @@ RANK_JOB = textwrap.dedent("""
             continue  # RASR's partition filter, after the segment ordering: another process's segment
         features, labels = synthetic_segment(name, 12, 6)
         if trainer is None:  # RASR's lazy init, with this process's first segment
-            sprintiface.init(inputDim=12, outputDim=6, allowDownsampling=0, config=config,
-                             targetMode="target-alignment", cudaEnabled=0, cudaActiveGpu=-1)
+            sprintiface.init(inputDim=12, outputDim=6, allowDownsampling=0, config=config, targetMode=mode,
+                             cudaEnabled=0, cudaActiveGpu=-1)
             trainer = sprintiface._training.session.trainer
-        sprintiface.feedInputAndTargetAlignment(features=numpy.asfortranarray(features.T), targetAlignment=labels,
-                                                weights=None, segmentName=name)
+        features = numpy.asfortranarray(features.T)
+        if mode == "target-alignment":
+            sprintiface.feedInputAndTargetAlignment(features=features, targetAlignment=labels, weights=None,
+                                                    segmentName=name)
+            continue
+        posteriors = sprintiface.feedInput(features=features, weights=None, segmentName=name)
+        if name.endswith("/5"):
+            sprintiface.finishDiscard()
+            continue
+        signal = posteriors.copy()
+        signal[labels, numpy.arange(labels.shape[0])] -= 1.0
+        sprintiface.finishError(error=1.0, errorSignal=signal, naturalPairingType="softmax")
     sprintiface.exit()
     print(json.dumps({"digest": trainer.parameter_digest(), "steps": trainer.step}))
 """)
@@ -442,10 +464,11 @@ def _free_port():
         return probe.getsockname()[1]
 
 
-def test_two_processes_on_uneven_partitions_train_one_model(tmp_path):
+@pytest.mark.parametrize("mode", ["target-alignment", "criterion-by-sprint"])
+def test_two_processes_on_uneven_partitions_train_one_model(tmp_path, mode):
     # 9 segments, 3 per epoch (partition_epoch 3). Process 1's partition is segments 3 and 4: nothing
     # in epoch 1 (before its first segment), two in epoch 2, nothing in epoch 3 (after its last);
-    # process 0 has the other seven (3, 1, 3 per epoch).
+    # process 0 has the other seven (3, 1, 3 per epoch). criterion-by-sprint: RASR discards segment 5.
     model_file = write(tmp_path, MLP_FILE)
     prefix = tmp_path / "out" / "am"
     config = f"action:train,trainer:torch,model_file:{model_file},model:{prefix},checkpoint_dir:{tmp_path / 'out'}," \
@@ -456,7 +479,7 @@ def test_two_processes_on_uneven_partitions_train_one_model(tmp_path):
     for rank, partition in enumerate(partitions):
         env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                    OMP_NUM_THREADS="1")
-        processes.append(subprocess.Popen([sys.executable, "-c", RANK_JOB, config, partition], cwd=tmp_path, env=env,
+        processes.append(subprocess.Popen([sys.executable, "-c", RANK_JOB, config, partition, mode], cwd=tmp_path, env=env,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = []
     try:
@@ -473,7 +496,7 @@ def test_two_processes_on_uneven_partitions_train_one_model(tmp_path):
     # every epoch's checkpoint and export, written by process 0 only
     assert sorted(os.listdir(tmp_path / "out")) == sorted(
         [f"am.{e:03d}.{x}" for e in (1, 2, 3) for x in ("pt", "onnx")] + [f"epoch.{e:03d}.done" for e in (1, 2, 3)])
-    assert outputs[1][1].count("nothing (process 0 writes)") == 3
+    assert outputs[1][1].count("wrote nothing (process 0 writes)") == 3
     assert outputs[0][1].count(f"on all 2 processes") == 3
     # the exported model is the model both processes hold
     namespace = {}

@@ -240,13 +240,17 @@ def batches(segments: Iterable[Segment], max_seqs: int, max_frames: int) -> Iter
 
 
 @dataclass
-class _EpochStats:
+class EpochStats:
+    """What one epoch trained (this process): logged at its end, kept as ``last_epoch_stats``."""
+
     segments: int = 0
     frames: int = 0
     loss: float = 0.0  # summed over frames (the default loss, or RASR's error)
     errors: int = 0  # frames whose best class is not the alignment's (default loss only)
     batches: int = 0
     started: float = field(default_factory=time.perf_counter)
+    training_seconds: float = 0.0  # from start_epoch to the files (incl. waiting for the other processes)
+    files_seconds: float = 0.0  # writing the checkpoint and the export (process 0), and telling the others
 
 
 class TorchTrainer(Trainer):
@@ -284,7 +288,9 @@ class TorchTrainer(Trainer):
         self._epoch_batches = 0
         self._batcher = Batcher(config.max_seqs, config.max_frames)
         self._pending = None  # criterion-by-sprint: (segment, logits, posteriors) awaiting backward/discard
-        self._stats = _EpochStats()
+        self._stats = EpochStats()
+        #: The last finished epoch's figures (segments, frames, loss, seconds of training and of files).
+        self.last_epoch_stats: Optional[EpochStats] = None
         logger.info("torch trainer: model file %s, writes %s.NNN.pt/.onnx, device %s, %d threads%s",
                     config.model_file, config.model, self.device, torch.get_num_threads(),
                     f", process {self.group.rank} of {self.group.world_size}" if self.group else "")
@@ -338,8 +344,12 @@ class TorchTrainer(Trainer):
 
     def load_checkpoint(self, directory: str, epoch: int) -> None:
         """Resume after ``epoch`` (marked done in ``directory``) from ``<model>.<epoch:03d>.pt``."""
+        self._resume(epoch, f"checkpoint_dir {directory!r} marks epoch {epoch} finished")
+
+    def _resume(self, epoch: int, why: str) -> None:
+        """Model, optimizer, scheduler, step count and RNG state from ``<model>.<epoch:03d>.pt``."""
         path = self.path(epoch, "pt")
-        state = read_checkpoint(path, self.device, f"checkpoint_dir {directory!r} marks epoch {epoch} finished")
+        state = read_checkpoint(path, self.device, why)
         self.step = int(state["step"])
         self._build(epoch + 1)
         try:
@@ -357,7 +367,12 @@ class TorchTrainer(Trainer):
         logger.info("torch trainer: resumed from %s (after epoch %d, %d optimizer steps)", path, epoch, self.step)
 
     def start_epoch(self, epoch: int) -> None:
-        if self.model is None:
+        """The first epoch builds the model, or (a later first epoch without a checkpoint_dir
+        resume: start_epoch) continues from ``<model>.<epoch - 1:03d>.pt``."""
+        if self.model is None and epoch > 1:
+            self._resume(epoch - 1, f"the run starts at epoch {epoch} (start_epoch) and continues from epoch "
+                                    f"{epoch - 1}")
+        elif self.model is None:
             self._build(epoch)
         if self.network is None:
             self.network = self.group.wrap(self.model) if self.group else self.model
@@ -371,7 +386,7 @@ class TorchTrainer(Trainer):
                                    f"{rate!r}; expected a number") from None
             for group in self.optimizer.param_groups:
                 group["lr"] = rate
-        self._stats = _EpochStats()
+        self._stats = EpochStats()
         self._epoch_batches = 0
         if self.group:
             self.group.begin_epoch(self.network)
@@ -391,6 +406,8 @@ class TorchTrainer(Trainer):
             digest = self.group.check_identical(self.model, epoch)
         if self.scheduler is not None:
             self.scheduler.step()
+        stats = self._stats
+        stats.training_seconds = time.perf_counter() - stats.started
         failure = None
         if self.is_main:
             try:
@@ -404,6 +421,8 @@ class TorchTrainer(Trainer):
                 raise TrainerError(f"process 0 failed to write epoch {epoch}'s files: {text}")
         if failure is not None:
             raise failure
+        stats.files_seconds = time.perf_counter() - stats.started - stats.training_seconds
+        self.last_epoch_stats = stats
         self._log_epoch(epoch, digest)
 
     def save_checkpoint(self, directory: str, epoch: int) -> None:
@@ -428,16 +447,16 @@ class TorchTrainer(Trainer):
 
     def _log_epoch(self, epoch: int, digest: Optional[str]) -> None:
         stats = self._stats
-        seconds = time.perf_counter() - stats.started
         measure = "criterion" if self.target_mode == "criterion-by-sprint" else "loss"
         text = f"{measure} {stats.loss / stats.frames:.4f}/frame" if stats.frames else "nothing fed"
         if stats.frames and self.target_mode != "criterion-by-sprint" and not self.model_file.has("train_step"):
             text += f", frame error rate {100.0 * stats.errors / stats.frames:.2f}% (training mode)"
+        written = f"wrote {self.path(epoch, 'pt')} and .onnx" if self.is_main else "wrote nothing (process 0 writes)"
         logger.info("torch trainer: epoch %d done: %d segments, %d frames, %s, %.0f frames/s, lr %g, %d steps; "
-                    "wrote %s%s", epoch, stats.segments, stats.frames, text, stats.frames / max(seconds, 1e-9),
-                    self.optimizer.param_groups[0]["lr"], self.step,
-                    self.path(epoch, "pt/.onnx") if self.is_main else "nothing (process 0 writes)",
-                    f", parameters sha256 {digest[:16]} on all {self.group.world_size} processes" if digest else "")
+                    "%s in %.2f s%s", epoch, stats.segments, stats.frames, text,
+                    stats.frames / max(stats.training_seconds, 1e-9), self.optimizer.param_groups[0]["lr"], self.step,
+                    written, stats.files_seconds,
+                    f"; parameters sha256 {digest[:16]} on all {self.group.world_size} processes" if digest else "")
 
     def parameter_digest(self) -> str:
         """SHA-256 of the model's parameters and buffers."""
@@ -481,7 +500,7 @@ class TorchTrainer(Trainer):
         weighted = torch.nn.functional.cross_entropy(real, targets, reduction="none") * batch.weights[batch.mask]
         total = weighted.sum()
         with torch.no_grad():
-            self._stats.loss += float(total)
+            self._stats.loss += float(total.detach())
             self._stats.errors += int((real.argmax(dim=-1) != targets).sum())
         return total / max(real.shape[0], 1)
 
