@@ -1,6 +1,8 @@
 """Side-by-side figures from ONE run: sprintiface vs a bare ONNX Runtime
 InferenceSession.run, and vs a RETURNN-style Python scorer, with the targets of
-issue 2. Run from anywhere with the package installed:
+issue 2; and trainer:torch's training throughput through RASR's calls vs a plain
+PyTorch loop (issue 10; only with PyTorch installed). Run from anywhere with the
+package installed:
 
     python benchmarks/ratios.py [--quick]
 
@@ -128,6 +130,19 @@ def peak_memory(num_frames=6000):
              result["ours"], result["reference"], 0.6)]
 
 
+def torch_training(repeats):
+    """trainer:torch through RASR's calls vs a plain PyTorch loop (benchmarks/torch_training.py);
+    no rows without PyTorch."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("(trainer:torch rows skipped: PyTorch is not installed; pip install 'sprintiface[torch]')")
+        return []
+    import torch_training as training
+
+    return training.ratio_rows(repeats)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and lengths")
@@ -139,7 +154,7 @@ def main():
     import sprintiface
     print(f"sprintiface {sprintiface.__version__}, onnxruntime {onnxruntime.__version__}, numpy {numpy.__version__}, "
           f"score kernel {best_score_kernel()}, 1 intra-op thread, medians of {repeats} interleaved runs")
-    rows = hot_path(repeats) + compute(repeats, lengths) + peak_memory()
+    rows = hot_path(repeats) + compute(repeats, lengths) + peak_memory() + torch_training(repeats)
     width = max(len(row[0]) for row in rows)
     print(f"{'measure':<{width}}  {'ours':>10}  {'theirs':>10}  {'ratio':>6}  target")
     for name, ours, theirs, target in rows:
