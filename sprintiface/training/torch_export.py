@@ -10,8 +10,10 @@ one), the number of optimizer steps so far, the epoch and torch's RNG state.
     data:size1  int32   [B]         frames per sequence (RETURNN's name)
     output      float32 [B, T, C]   log-softmax over the classes
 
-B and T are dynamic. Frames past ``data:size1`` are zeroed before the model
-sees them, as they are in the trainer's padded batches. Before the file is
+B and T are dynamic (a model that gives fewer frames than it gets declares an
+output axis ``T_out`` of its own; the scorer needs one output frame per input
+frame). Frames past ``data:size1`` are zeroed before the model sees them, as
+they are in the trainer's padded batches. Before the file is
 written, the export runs in ONNX Runtime on shapes other than the traced
 example (B = 1 through an IOBinding with a preallocated output, as the scorer
 runs it, and a padded batch of 3) and must give the PyTorch model's eval-mode
@@ -30,6 +32,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+
 import numpy
 import torch
 
@@ -92,24 +95,27 @@ def _trace(view: ScorerView, input_dim: int, exporter: str):
     return proto, noted
 
 
-def _declare_dynamic_output(proto) -> None:
-    """Declare the output [B, T, C] with the feature input's B and T, and drop the
+def _declare_dynamic_output(proto, keeps_frames: bool) -> None:
+    """Declare the output [B, T, C] with the feature input's B and T (a T of its own,
+    ``T_out``, for a model that gives fewer frames than it gets), and drop the
     graph's intermediate shape hints: an exporter may have baked the example's T
     into them, and ONNX Runtime refuses a preallocated output that disagrees."""
     features = next(value for value in proto.graph.input if value.name == FEATURES)
-    batch, frames = features.type.tensor_type.shape.dim[0], features.type.tensor_type.shape.dim[1]
+    batch, frames = (dim.dim_param for dim in features.type.tensor_type.shape.dim[:2])
+    names = (batch or "B", (frames or "T") if keeps_frames else "T_out")
     for output in proto.graph.output:
         dims = output.type.tensor_type.shape.dim
-        for index, source in ((0, batch), (1, frames)):
-            if len(dims) > index:
-                dims[index].Clear()
-                dims[index].dim_param = source.dim_param or ("B" if index == 0 else "T")
+        for index, name in enumerate(names[:len(dims)]):
+            dims[index].Clear()
+            dims[index].dim_param = name
     del proto.graph.value_info[:]
 
 
-def _check_against_torch(serialized: bytes, view: ScorerView, input_dim: int, what: str, noted) -> None:
+def _check_against_torch(serialized: bytes, view: ScorerView, input_dim: int, keeps_frames: bool, what: str,
+                         noted) -> None:
     """Raise TrainerError unless ONNX Runtime gives ``view``'s log-probabilities on shapes
-    other than the traced example's."""
+    other than the traced example's (all real frames; of a downsampling model, the
+    sequences without padding)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -141,7 +147,11 @@ def _check_against_torch(serialized: bytes, view: ScorerView, input_dim: int, wh
             problems.append(f"on B={len(lengths)}, T={max(lengths)} it gave shape {got.shape}, PyTorch "
                             f"{expected.shape}")
             continue
-        valid = numpy.arange(max(lengths))[None, :] < numpy.array(lengths)[:, None]
+        if keeps_frames:
+            valid = numpy.arange(max(lengths))[None, :] < numpy.array(lengths)[:, None]
+        else:
+            valid = numpy.zeros(got.shape[:2], dtype=bool)
+            valid[numpy.array(lengths) == max(lengths)] = True
         difference = float(numpy.abs(got[valid] - expected[valid]).max())
         if not difference <= CHECK_TOLERANCE:
             problems.append(f"on B={len(lengths)}, T={max(lengths)} its log-probabilities differ from "
@@ -166,17 +176,20 @@ def export_onnx(model: torch.nn.Module, path: str, input_dim: int, exporter: str
     view = ScorerView(model)
     try:
         view.eval()
+        data, lengths = _example(input_dim, EXAMPLE_LENGTHS, seed=1)
+        with torch.no_grad():
+            keeps_frames = view(data, lengths).shape[1] == data.shape[1]
         try:
             proto, noted = _trace(view, input_dim, exporter)
         except Exception as error:
             raise TrainerError(f"{what} failed: {type(error).__name__}: {error}") from error
         view.eval()  # the exporter restores the mode it found; the check compares with eval mode
-        _declare_dynamic_output(proto)
+        _declare_dynamic_output(proto, keeps_frames)
         try:
             serialized = proto.SerializeToString()
         except ValueError as error:  # over protobuf's 2 GB
             raise TrainerError(f"{what}: the model does not fit one ONNX file (2 GB): {error}") from None
-        _check_against_torch(serialized, view, input_dim, what, noted)
+        _check_against_torch(serialized, view, input_dim, keeps_frames, what, noted)
     finally:
         model.train(training)
     _make_directory(path)
