@@ -100,10 +100,10 @@ class Workload:
 
     def plain_batches(self):
         """The trainer's batches of this epoch, padded: (features, lengths, mask, targets) tensors."""
+        import torch
+
         from sprintiface.training.protocol import Segment
         from sprintiface.training.torch_trainer import batches, collate
-
-        import torch
 
         segments = [Segment(name, *self.segments[name][:1], epoch=1, alignment=self.segments[name][1])
                     for name in self.names]

@@ -158,7 +158,7 @@ class FrameMLP(torch.nn.Module):
 
 
 def get_model(epoch):
-    torch.manual_seed(0)  # the same initial model in every process of a distributed run
+    torch.manual_seed(0)  # reproducible initial weights (several processes start from process 0's anyway)
     return FrameMLP()
 '''
 

@@ -408,6 +408,14 @@ def test_model_file_and_target_mode_errors_name_what_is_missing(tmp_path):
                                                 segmentName="x")
     with pytest.raises(TrainerError):  # RASR's exit() after a failure raises it again
         sprintiface.exit()
+    no_lengths = write(tmp_path, MLP_FILE.replace("def forward(self, features, lengths):", "def forward(self, features):"),
+                       "no_lengths.py")
+    rasr_init(f"{base},model_file:{no_lengths}")
+    with pytest.raises(TrainerError, match=r"cannot be called as forward\(features, lengths\).*give forward a lengths"):
+        sprintiface.feedInputAndTargetAlignment(features=fortran(features), targetAlignment=labels, weights=None,
+                                                segmentName="x")
+    with pytest.raises(TrainerError):
+        sprintiface.exit()
     wrong = write(tmp_path, MLP_FILE.replace("CLASSES = 12, 6", "CLASSES = 12, 7"), "wrong.py")
     rasr_init(f"{base},model_file:{wrong},max_seqs:1")
     with pytest.raises(TrainerError, match=r"wrong.py' gave \(1, \d+, 7\).*expected logits .*C=outputDim=6"):
@@ -479,8 +487,8 @@ def test_two_processes_on_uneven_partitions_train_one_model(tmp_path, mode):
     for rank, partition in enumerate(partitions):
         env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                    OMP_NUM_THREADS="1")
-        processes.append(subprocess.Popen([sys.executable, "-c", RANK_JOB, config, partition, mode], cwd=tmp_path, env=env,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        processes.append(subprocess.Popen([sys.executable, "-c", RANK_JOB, config, partition, mode], cwd=tmp_path,
+                                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = []
     try:
         for process in processes:
@@ -497,7 +505,7 @@ def test_two_processes_on_uneven_partitions_train_one_model(tmp_path, mode):
     assert sorted(os.listdir(tmp_path / "out")) == sorted(
         [f"am.{e:03d}.{x}" for e in (1, 2, 3) for x in ("pt", "onnx")] + [f"epoch.{e:03d}.done" for e in (1, 2, 3)])
     assert outputs[1][1].count("wrote nothing (process 0 writes)") == 3
-    assert outputs[0][1].count(f"on all 2 processes") == 3
+    assert outputs[0][1].count("on all 2 processes") == 3
     # the exported model is the model both processes hold
     namespace = {}
     exec(MLP_FILE, namespace)

@@ -79,6 +79,17 @@ MODEL_FILE_FUNCTIONS: Dict[str, tuple] = {
 }
 
 
+def _takes_two_arguments(function: Callable) -> bool:
+    """Whether ``function(a, b)`` binds (True when its signature cannot be read)."""
+    try:
+        inspect.signature(function).bind(None, None)
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True
+
+
 class ModelFile:
     """The user's Python file (config key ``model_file``) and the functions it defines.
 
@@ -313,6 +324,10 @@ class TorchTrainer(Trainer):
         if not isinstance(model, torch.nn.Module):
             raise TrainerError(f"get_model() in model_file {files.path!r} returned a {type(model).__name__}, "
                                f"expected a torch.nn.Module")
+        if not _takes_two_arguments(model.forward):
+            raise TrainerError(f"the model of get_model() in model_file {files.path!r} ({type(model).__name__}) "
+                               f"cannot be called as forward(features, lengths): sprintiface passes the features "
+                               f"(B, T, F) and their lengths, int32 (B,); give forward a lengths parameter")
         model.to(self.device)
         if not any(parameter.requires_grad for parameter in model.parameters()):
             raise TrainerError(f"the model of get_model() in model_file {files.path!r} has no trainable parameters")
