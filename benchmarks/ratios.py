@@ -6,7 +6,8 @@ which bring Cython for the C call driver):
     python benchmarks/ratios.py [--quick] [--only SECTION ...]
 
 Sections: hot_path, compute, per_buffer, cold_start, big_model, sharing, outlier,
-int8, peak_memory. Per-call costs go through tools/rasr_driver (C calls with
+int8, peak_memory, torch_training (trainer:torch through RASR's calls vs a plain
+PyTorch loop; only with PyTorch installed). Per-call costs go through tools/rasr_driver (C calls with
 keyword arguments, as RASR makes them). Repetitions are interleaved (ours,
 theirs, ours, ...) and medians compared, so machine noise hits both sides alike;
 whole processes measure themselves (benchmarks/processes.py). Every row names
@@ -332,9 +333,22 @@ def peak_memory(repeats, quick, num_frames=6000):
              f"[{KERNEL}]", result["ours"], result["reference"], 0.6)]
 
 
+def torch_training(repeats, quick):
+    """trainer:torch through RASR's calls vs a plain PyTorch loop (benchmarks/torch_training.py);
+    no rows without PyTorch."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("(trainer:torch rows skipped: PyTorch is not installed; pip install 'sprintiface[torch]')")
+        return []
+    import torch_training as training
+
+    return training.ratio_rows(repeats)
+
+
 SECTIONS = {"hot_path": hot_path, "compute": compute, "per_buffer": per_buffer, "cold_start": cold_start,
             "big_model": big_model, "sharing": sharing, "outlier": outlier, "int8": int8,
-            "peak_memory": peak_memory}
+            "peak_memory": peak_memory, "torch_training": torch_training}
 
 
 def main():

@@ -30,7 +30,11 @@ class Progress:
 
 
 def _demo(args) -> int:
-    if args.trainer:
+    if args.train:
+        from sprintiface.replay import run_torch_training_demo
+
+        run_torch_training_demo(directory=args.directory, num_epochs=args.epochs, seed=args.seed)
+    elif args.trainer:
         from sprintiface.replay import run_training_demo
 
         run_training_demo()
@@ -249,12 +253,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sprintiface", description="sprintiface: RASR's Python module on ONNX Runtime")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="replay RASR's scorer protocol on the shipped model")
+    demo = commands.add_parser("demo", help="replay RASR's scorer protocol on the shipped model "
+                                             "(--train: train with trainer:torch and recognise)")
     demo.add_argument("--segments", type=int, default=3, help="segments to score (default 3)")
     demo.add_argument("--frames", type=int, default=500, help="frames per segment (default 500)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic features")
     demo.add_argument("--trainer", action="store_true",
                       help="replay a RASR training run (segment list over 2 epochs, dump trainer) instead")
+    demo.add_argument("--train", action="store_true",
+                      help="train a PyTorch model through RASR's trainer calls (trainer:torch), then score held-out "
+                           "data with every epoch's ONNX export through the scorer (needs sprintiface[torch])")
+    demo.add_argument("--epochs", type=int, default=4, help="epochs of --train (default 4)")
+    demo.add_argument("--directory", help="where --train writes its model file, checkpoints and exports "
+                                          "(default: a new temporary folder)")
     demo.set_defaults(run=_demo)
 
     from sprintiface.scores import OUTPUT_KINDS

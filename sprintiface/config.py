@@ -146,7 +146,8 @@ OPTIONS: Dict[str, Option] = _options(
     # -- the model
     Option("onnx", None, _to_str, "Path of the ONNX acoustic model.", is_path=True),
     Option("model", None, _to_str, "RETURNN-style model prefix: with epoch N the model is "
-           "<model>.<N:03d>.onnx (e.g. net-model/network.080.onnx). Use this or onnx.", is_path=True),
+           "<model>.<N:03d>.onnx (e.g. net-model/network.080.onnx). Use this or onnx. For trainer torch "
+           "the prefix of what it writes: <model>.<N:03d>.pt and <model>.<N:03d>.onnx.", is_path=True),
     Option("epoch", None, _to_int, "Epoch of the model (with model), and the epoch the trainer "
            "starts from or reports.", minimum=1),
     Option("input_name", None, _to_str, "Name of the feature input ([B, T, F] or [T, F]); "
@@ -186,8 +187,8 @@ OPTIONS: Dict[str, Option] = _options(
            "RETURNN's and RASR's convention) or prob (p(s)).", choices=("log", "prob")),
     # -- training (PythonTrainer)
     Option("trainer", "dump", _to_str, "With action train: the trainer that receives the segments: "
-           "dump (write them to dump_file), or package.module:factory for your own "
-           "(see sprintiface.training.Trainer)."),
+           "dump (write them to dump_file), torch (train a PyTorch model: model_file, model), or "
+           "package.module:factory for your own (see sprintiface.training.Trainer)."),
     Option("dump_file", None, _to_str, "HDF5 file the dump trainer writes, in RETURNN's HDFDataset "
            "layout (needs h5py: pip install sprintiface[hdf5]); checked at init. Written only by a complete "
            "run (RASR's exit()); an incomplete one leaves <dump_file>.partial.", is_path=True),
@@ -196,6 +197,24 @@ OPTIONS: Dict[str, Option] = _options(
            "last finished epoch.", is_path=True),
     Option("queue_size", 4, _to_int, "Segments buffered for the trainer's background thread, so that "
            "RASR's feature extraction overlaps training; 0 trains in RASR's thread.", minimum=0),
+    # -- the torch trainer (trainer:torch; pip install sprintiface[torch])
+    Option("model_file", None, _to_str, "trainer torch: Python file defining get_model(epoch) (a "
+           "torch.nn.Module from (B, T, F) features and int32 (B,) lengths to (B, T, C) logits), optionally "
+           "get_optimizer(model), train_step(model, batch, epoch), get_learning_rate(epoch). The trainer "
+           "writes <model>.<epoch:03d>.pt and .onnx after every epoch.", is_path=True),
+    Option("learning_rate", 1e-3, _to_float, "trainer torch: learning rate of the default optimizer "
+           "(Adam), and the learning_rate handed to get_optimizer.", minimum=0),
+    Option("max_seqs", 32, _to_int, "trainer torch: at most this many segments per mini-batch.", minimum=1),
+    Option("max_frames", 5000, _to_int, "trainer torch: at most this many padded frames (segments x "
+           "longest segment) per mini-batch; a longer segment is a batch of its own.", minimum=1),
+    Option("accum_grad_multiple_step", 1, _to_int, "trainer torch: optimizer step after this many "
+           "mini-batches (criterion-by-sprint: segments), gradients averaged over them.", minimum=1),
+    Option("torch_threads", 0, _to_int, "trainer torch: PyTorch's intra-op threads; 0 leaves PyTorch's "
+           "default (all cores).", minimum=0),
+    Option("onnx_exporter", "torchscript", _to_str, "trainer torch: the exporter of the per-epoch ONNX "
+           "model: torchscript (torch.onnx.export(dynamo=False), fast, keeps T dynamic) or dynamo "
+           "(torch.export). Every export is checked against the PyTorch model before it is written.",
+           choices=("torchscript", "dynamo")),
     # -- segment ordering (PythonSegmentOrdering)
     Option("seq_ordering", "default", _to_seq_ordering, "Order of the segments in each epoch: default "
            "(corpus order), random (seeded by seed and epoch), sorted / sorted_reverse (by length), "

@@ -133,3 +133,116 @@ def run_training_demo(num_segments: int = 6, seed: int = 0, dump_file: Optional[
               f"{summary['frames']} frames, inputs {file['inputs'].shape}, "
               f"targets {sorted(file['targets/data'])}", file=out)
     return summary
+
+
+# -- training a PyTorch model under RASR's calls, and recognising with its export ------------
+
+#: The model file of ``sprintiface demo --train`` (written next to its outputs): what a
+#: ``model_file`` for ``trainer:torch`` looks like.
+TORCH_DEMO_MODEL_FILE = '''\
+"""Acoustic model for sprintiface's torch trainer: a frame-wise MLP."""
+import torch
+
+INPUT_DIM, CLASSES = {input_dim}, {classes}
+
+
+class FrameMLP(torch.nn.Module):
+    def __init__(self, hidden=64):
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(INPUT_DIM, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, CLASSES))
+
+    def forward(self, features, lengths):
+        # features: float32 (B, T, INPUT_DIM), zero past each length; lengths: int32 (B,)
+        return self.layers(features)  # logits (B, T, CLASSES)
+
+
+def get_model(epoch):
+    torch.manual_seed(0)  # reproducible initial weights (several processes start from process 0's anyway)
+    return FrameMLP()
+'''
+
+
+def synthetic_segment(name: str, input_dim: int, classes: int, seed: int = 0, frames=(40, 120)):
+    """A segment of a learnable task: ``(features float32 (T, input_dim), labels uint32 (T,))``,
+    labels the best class of a fixed random linear map of each frame (fixed by ``seed``);
+    a pure function of ``name`` and ``seed``."""
+    import zlib
+
+    task = numpy.random.default_rng([seed, input_dim, classes]).standard_normal((input_dim, classes))
+    rng = numpy.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+    features = rng.standard_normal((int(rng.integers(frames[0], frames[1] + 1)), input_dim)).astype(numpy.float32)
+    return features, (features @ task).argmax(axis=1).astype(numpy.uint32)
+
+
+def frame_error_rate(model_config: str, segments, input_dim: int, classes: int) -> float:
+    """Frames whose best score is not the label, scoring ``segments`` ((features, labels) pairs)
+    through RASR's feature-scorer calls on the model ``model_config`` names."""
+    import sprintiface
+
+    errors = frames = 0
+    for index, scores in rasr_scorer_calls(sprintiface, model_config + ",log_level:warning",
+                                           (features for features, _ in segments), input_dim, classes):
+        labels = segments[index][1]
+        errors += int((scores.argmin(axis=1) != labels).sum())
+        frames += labels.shape[0]
+    return errors / frames
+
+
+def run_torch_training_demo(directory: Optional[str] = None, num_epochs: int = 4, num_segments: int = 32,
+                            seed: int = 0, out: Optional[TextIO] = None) -> dict:
+    """Train a PyTorch model through RASR's call sequence, then recognise with its exports.
+
+    Writes the model file (:data:`TORCH_DEMO_MODEL_FILE`) into ``directory`` (a new
+    temporary one by default), replays RASR's nn-trainer with python-segment-order:
+    getSegmentList over ``num_epochs`` epochs, init with the first segment,
+    feedInputAndTargetAlignment per segment (Fortran float32 features, uint32
+    alignments), exit; ``trainer:torch`` writes ``am.NNN.pt`` / ``am.NNN.onnx`` per
+    epoch. Then every epoch's ONNX model scores held-out segments through the
+    feature scorer (``model:<dir>/am,epoch:N``) and the frame error rate is printed.
+    Returns ``{"directory", "frame_error_rates" (one per epoch), "seconds"}``.
+    """
+    import os
+    import sys
+    import tempfile
+
+    import sprintiface
+    from sprintiface.errors import ConfigError
+
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ConfigError("demo --train needs PyTorch: pip install 'sprintiface[torch]'") from None
+    out = out or sys.stdout
+    input_dim, classes = 12, 6
+    directory = directory or tempfile.mkdtemp(prefix="sprintiface-torch-demo-")
+    model_file = os.path.join(directory, "am.py")
+    with open(model_file, "w", encoding="utf-8") as file:
+        file.write(TORCH_DEMO_MODEL_FILE.format(input_dim=input_dim, classes=classes))
+    prefix = os.path.join(directory, "am")
+    config = (f"action:train,trainer:torch,model_file:{model_file},model:{prefix},num_epochs:{num_epochs},"
+              f"seq_ordering:random,seed:{seed},learning_rate:0.01,max_seqs:4,max_frames:1000,torch_threads:1,"
+              f"log_level:warning")
+    print(f"sprintiface: replaying RASR's nn-trainer with trainer:torch ({input_dim} features -> {classes} "
+          f"classes, {num_segments} segments, {num_epochs} epochs) in {directory}", file=out)
+    names = [f"train/seg-{i}" for i in range(num_segments)]
+    started = time.perf_counter()
+    initialised = False
+    for name in sprintiface.getSegmentList(corpusName="train", segmentList=names, segmentsInfo=None, config=config):
+        features, labels = synthetic_segment(name, input_dim, classes, seed)
+        if not initialised:  # RASR calls init lazily, with the first segment's data
+            sprintiface.init(inputDim=input_dim, outputDim=classes, allowDownsampling=0, config=config,
+                             targetMode="target-alignment", cudaEnabled=0, cudaActiveGpu=-1)
+            initialised = True
+        sprintiface.feedInputAndTargetAlignment(features=numpy.asfortranarray(features.T), targetAlignment=labels,
+                                                weights=None, segmentName=name)
+    sprintiface.exit()
+    seconds = time.perf_counter() - started
+    held_out = [synthetic_segment(f"test/seg-{i}", input_dim, classes, seed) for i in range(8)]
+    rates = []
+    for epoch in range(1, num_epochs + 1):
+        rates.append(frame_error_rate(f"model:{prefix},epoch:{epoch}", held_out, input_dim, classes))
+        print(f"epoch {epoch}: {prefix}.{epoch:03d}.onnx through the scorer: frame error rate "
+              f"{100 * rates[-1]:.1f}% on {sum(len(labels) for _, labels in held_out)} held-out frames", file=out)
+    print(f"trained in {seconds:.2f} s; the model file is {model_file}", file=out)
+    return {"directory": directory, "frame_error_rates": rates, "seconds": seconds}

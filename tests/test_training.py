@@ -488,3 +488,62 @@ def test_feed_input_forwarding_in_criterion_by_sprint_would_lose_the_segment(tmp
     rasr_init(f"action:train,dump_file:{tmp_path / 'd.hdf'},onnx:{mlp_path}", "criterion-by-sprint")
     with pytest.raises(ProtocolError, match="criterion-by-sprint takes feedInput.*not feedInputForwarding"):
         sprintiface.feedInputForwarding(features=rasr_features(3), weights=None, segmentName="s")
+
+
+def test_every_process_goes_through_every_epoch_of_the_schedule():
+    # A process whose corpus partition has nothing in the first and the last epochs (one
+    # segment per epoch, this process's only in epoch 2) still starts and ends them all,
+    # so that trainers of several processes meet at every epoch end.
+    config = "action:train,trainer:recording_trainer:make,num_epochs:3,partition_epoch:3,queue_size:0"
+    names = ["c/s0", "c/s1", "c/s2"]
+    for name in sprintiface.getSegmentList(corpusName="c", segmentList=names, segmentsInfo=None, config=config):
+        if name != "c/s1":
+            continue  # another process's partition
+        rasr_init(config, "target-alignment")
+        sprintiface.feedInputAndTargetAlignment(features=rasr_features(2), targetAlignment=numpy.zeros(2, numpy.uint32),
+                                                weights=None, segmentName=name)
+    sprintiface.exit()
+    assert [c[:2] for c in recording_trainer.CALLS] == [
+        ("start_epoch", 1), ("end_epoch", 1), ("start_epoch", 2), ("train_segment", "c/s1"), ("end_epoch", 2),
+        ("start_epoch", 3), ("end_epoch", 3), ("finish",)]
+
+
+TORCH_FREE = textwrap.dedent("""
+    import sys, numpy, sprintiface
+    from sprintiface.replay import rasr_scorer_calls
+    config = ("action:train,trainer:torch,model_file:am.py,model:out/am,learning_rate:0.001,max_seqs:8,max_frames:2000,"
+              "accum_grad_multiple_step:2,torch_threads:1,onnx_exporter:torchscript,num_epochs:3")
+    # RASR passes the trainer's config to the segment ordering too
+    assert len(list(sprintiface.getSegmentList(corpusName="c", segmentList=["a", "b"], segmentsInfo=None,
+                                               config=config))) == 6
+    frames = numpy.zeros((5, 12), numpy.float32)
+    assert [s.shape for _, s in rasr_scorer_calls(sprintiface, "onnx:" + sys.argv[1], [frames], 12, 30)] == [(5, 30)]
+    assert "torch" not in sys.modules, "scoring imported torch"
+    print("ok")
+""")
+
+
+def test_import_segment_order_and_scoring_never_import_torch(tmp_path, mlp_path):
+    result = subprocess.run([sys.executable, "-c", TORCH_FREE, mlp_path], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+WITHOUT_TORCH = textwrap.dedent("""
+    import sys
+    sys.modules["torch"] = None  # as if PyTorch were not installed
+    import sprintiface
+    try:
+        sprintiface.init(inputDim=12, outputDim=6, allowDownsampling=0, targetMode="target-alignment",
+                         config="action:train,trainer:torch,model_file:am.py,model:out/am", cudaEnabled=0,
+                         cudaActiveGpu=-1)
+    except sprintiface.ConfigError as error:
+        print(error)
+""")
+
+
+def test_trainer_torch_without_torch_says_how_to_install_it(tmp_path):
+    result = subprocess.run([sys.executable, "-c", WITHOUT_TORCH], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
+    assert "cannot load 'torch'" in result.stdout and "pip install 'sprintiface[torch]'" in result.stdout, \
+        result.stdout + result.stderr

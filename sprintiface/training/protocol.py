@@ -31,7 +31,11 @@ at a time, in order. A segment of criterion-by-sprint gets ``forward`` and then
 either ``backward`` or ``discard`` before the next ``forward`` (a segment still
 waiting at RASR's exit() gets ``discard``).
 
-Choose the trainer with ``trainer:<name>`` (built in: ``dump``) or
+A trainer class with ``writes_model = True`` takes the config key ``model`` as
+the prefix of what it writes (checkpoints, exports), so the session loads no
+ONNX model from it.
+
+Choose the trainer with ``trainer:<name>`` (built in: ``dump``, ``torch``) or
 ``trainer:package.module:factory``; the factory is called as
 ``factory(config=, input_dim=, output_dim=, target_mode=)`` plus, if its
 signature takes them (by name or ``**kwargs``), ``engine=``,
@@ -83,6 +87,9 @@ class Trainer:
     ``cuda_active_gpu`` are what RASR's init passed (cudaEnabled, cudaActiveGpu);
     ``allow_downsampling`` whether forward may return fewer frames than it got.
     """
+
+    #: Whether config key ``model`` names what this trainer writes, not a model to load.
+    writes_model: bool = False
 
     def __init__(self, config: Config, input_dim: int, output_dim: int, target_mode: str, engine=None, *,
                  allow_downsampling: bool = False, cuda_enabled: bool = False, cuda_active_gpu: int = -1):
@@ -138,16 +145,15 @@ class Trainer:
 
 
 #: Trainers that come with sprintiface, by their ``trainer`` name.
-BUILT_IN: Dict[str, str] = {"dump": "sprintiface.training.dump:DumpTrainer"}
+BUILT_IN: Dict[str, str] = {
+    "dump": "sprintiface.training.dump:DumpTrainer",
+    "torch": "sprintiface.training.torch_trainer:TorchTrainer",
+}
 
 
-def make_trainer(config: Config, input_dim: int, output_dim: int, target_mode: str, engine=None,
-                 **rasr_options) -> Trainer:
-    """The trainer ``config.trainer`` names (a built-in name or ``package.module:factory``).
-
-    ``rasr_options``: ``allow_downsampling``, ``cuda_enabled``, ``cuda_active_gpu``
-    from RASR's init; passed on to factories whose signature takes them.
-    """
+def trainer_factory(config: Config):
+    """The factory (usually a Trainer subclass) ``config.trainer`` names: a built-in
+    name or ``package.module:factory``."""
     name = config.trainer
     target = BUILT_IN.get(name, name)
     if ":" not in target:
@@ -155,9 +161,20 @@ def make_trainer(config: Config, input_dim: int, output_dim: int, target_mode: s
                           f"package.module:factory; got {name!r}")
     module_name, factory_name = target.split(":", 1)
     try:
-        factory = getattr(importlib.import_module(module_name), factory_name)
+        return getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"config key 'trainer': cannot load {name!r}: {error}") from None
+
+
+def make_trainer(config: Config, input_dim: int, output_dim: int, target_mode: str, engine=None,
+                 **rasr_options) -> Trainer:
+    """The trainer ``config.trainer`` names (see :func:`trainer_factory`).
+
+    ``rasr_options``: ``allow_downsampling``, ``cuda_enabled``, ``cuda_active_gpu``
+    from RASR's init; passed on to factories whose signature takes them.
+    """
+    name = config.trainer
+    factory = trainer_factory(config)
     offered = dict(engine=engine, **rasr_options)
     try:
         parameters = inspect.signature(factory).parameters

@@ -22,8 +22,11 @@ Actions (``action`` in pymod-config, required as in RETURNN):
 Epochs come from the schedule (:mod:`sprintiface.training.schedule`): each
 segment is located in it by name; an epoch ends (``end_epoch``, checkpoint,
 done marker) when a segment of a later epoch arrives or at exit() once the
-generator handed all of it out. Without sprintiface's segment ordering the
-whole run is one epoch, complete at exit().
+generator handed all of it out. Every process goes through every epoch of the
+schedule: epochs it was fed nothing of (another corpus partition's; before its
+first segment, between two, or handed out after its last) start and end empty,
+so that trainers of several processes meet at every epoch end. Without
+sprintiface's segment ordering the whole run is one epoch, complete at exit().
 
 The trainer gets ``finish()`` only at RASR's exit() after a run in which no
 hook failed and no fed segment was refused (action train); otherwise
@@ -47,7 +50,7 @@ import numpy
 from sprintiface.config import Config, load_config
 from sprintiface.errors import ConfigError, FeatureError, ProtocolError, SprintifaceError, TrainerError
 from sprintiface.log import configure_logging, logger
-from sprintiface.training.protocol import Segment, Trainer, make_trainer
+from sprintiface.training.protocol import Segment, Trainer, make_trainer, trainer_factory
 from sprintiface.training.schedule import EpochSchedule, done_marker, first_epoch, last_finished_epoch
 
 TARGET_MODES = ("criterion-by-sprint", "target-generic", "target-alignment", "target-segment-orth",
@@ -154,7 +157,9 @@ class TrainingSession:
             raise ConfigError(f"action forward needs target-mode criterion-by-sprint or forward-only, "
                               f"got {target_mode!r}")
         self.engine = None
-        if self.config.onnx or self.config.model:
+        # A trainer that writes `model` (its checkpoints and exports) loads no ONNX model from it.
+        writes_model = self.action == "train" and getattr(trainer_factory(self.config), "writes_model", False)
+        if not writes_model and (self.config.onnx or self.config.model):
             from sprintiface.engine import OnnxEngine
 
             self.engine = OnnxEngine.from_config(self.config)
@@ -304,21 +309,28 @@ class TrainingSession:
             self.epoch = epoch
             return
         trainer, directory = self.trainer, self.config.checkpoint_dir
+        # Epochs of the schedule this process was fed nothing of (another partition's)
+        # still start and end, so that every process goes through the same epochs.
         if self._epoch_open:
             self._end_epoch(self.epoch)
-            # Epochs of the schedule this process was fed nothing of (another partition's)
-            # still start and end, so that every process goes through the same epochs.
-            for skipped in range(self.epoch + 1, epoch):
-                self._run(lambda e=skipped: trainer.start_epoch(e))
-                self._end_epoch(skipped)
-        elif self.epoch is None and directory:
-            previous = last_finished_epoch(directory, before=epoch)
+            self._pass_empty_epochs(self.epoch + 1, epoch)
+        elif self.epoch is None:
+            first = self.schedule.first if self.schedule is not None else epoch
+            previous = last_finished_epoch(directory, before=first) if directory else 0
             if previous:
                 self._run(lambda: trainer.load_checkpoint(directory, previous))
+            self._pass_empty_epochs(first, epoch)
         self.epoch = epoch
         self._epoch_open = True
         logger.info("epoch %d begins", epoch)
         self._run(lambda: trainer.start_epoch(epoch))
+
+    def _pass_empty_epochs(self, first: int, stop: int) -> None:
+        """start_epoch and end_epoch (with checkpoint) for epochs ``first .. stop - 1``, fed nothing."""
+        trainer = self.trainer
+        for skipped in range(first, stop):
+            self._run(lambda e=skipped: trainer.start_epoch(e))
+            self._end_epoch(skipped)
 
     def _end_epoch(self, epoch: int) -> None:
         """end_epoch, then with checkpoint_dir save_checkpoint and the epoch.NNN.done marker."""
@@ -485,6 +497,11 @@ class TrainingSession:
                     self._run(lambda: trainer.discard(pending))
                 if self._epoch_open and (self.schedule is None or self.schedule.handed_out(self.epoch)):
                     self._end_epoch(self.epoch)
+                    if self.schedule is not None:  # later epochs handed out with nothing for this process
+                        last = self.epoch
+                        while last < self.schedule.last and self.schedule.handed_out(last + 1):
+                            last += 1
+                        self._pass_empty_epochs(self.epoch + 1, last + 1)
                 self._run(self.trainer.finish)
         except TrainerError:
             pass  # raised below, after the thread is joined

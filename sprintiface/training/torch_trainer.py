@@ -1,0 +1,615 @@
+"""The torch trainer (``trainer:torch``): RASR's segments train a PyTorch acoustic model.
+
+``pip install 'sprintiface[torch]'``. Config keys: ``model_file`` (the user's
+Python file), ``model`` (the prefix of what is written), ``learning_rate``,
+``max_seqs``, ``max_frames``, ``accum_grad_multiple_step``, ``torch_threads``,
+``onnx_exporter``.
+
+The model file defines ``get_model(epoch)``: a ``torch.nn.Module`` mapping
+features float32 (B, T, F) (zero past each length) and lengths int32 (B,) to
+logits (B, T, C). It may define ``get_optimizer(model)`` (an optimizer, or
+``(optimizer, scheduler)``; the scheduler steps once per epoch),
+``train_step(model, batch, epoch)`` (a scalar loss tensor from a
+:class:`Batch`) and ``get_learning_rate(epoch)`` (set at every epoch start).
+Each is called with keyword arguments, only those its signature names (or all
+with ``**kwargs``): ``get_model(epoch, step)``, ``get_optimizer(model,
+learning_rate, epoch)``, ``train_step(model, batch, epoch, step)``,
+``get_learning_rate(epoch, learning_rate)``; ``step`` counts optimizer steps.
+
+What is trained, by RASR target mode:
+
+- target-alignment (and target-generic when every segment has an alignment):
+  mini-batches of up to ``max_seqs`` segments and ``max_frames`` padded frames,
+  frame-wise cross-entropy on the alignment times RASR's frame weights, summed
+  over the batch's frames and divided by their number; Adam at
+  ``learning_rate`` unless get_optimizer says otherwise;
+- target-segment-orth, unsupervised (and target-generic without alignments):
+  the model file's ``train_step``, which is required;
+- criterion-by-sprint: ``forward`` runs the model with autograd and gives RASR
+  the posteriors; RASR's error signal goes back through the logits
+  (naturalPairingType "softmax": the signal is d criterion / d logits) or the
+  posteriors (None), divided by the segment's frames; ``discard`` drops the
+  graph (in a distributed run it back-propagates zeros, so every process runs
+  the same collectives);
+- forward-only: posteriors of the model in eval mode.
+
+The optimizer steps after ``accum_grad_multiple_step`` mini-batches
+(criterion-by-sprint: segments), with the gradients averaged over them, and at
+every epoch end with what was accumulated. After every epoch the trainer
+writes ``<model>.<epoch:03d>.pt`` (model, optimizer and scheduler state) and
+``<model>.<epoch:03d>.onnx`` (:mod:`sprintiface.training.torch_export`), which
+the scorer loads with ``model:<model>,epoch:<epoch>``. With ``checkpoint_dir``
+the session marks the epoch done there afterwards, and a restarted job resumes
+from ``<model>.<last done epoch>.pt``. With WORLD_SIZE > 1 in the environment
+the processes train together (:mod:`sprintiface.training.torch_distributed`)
+and process 0 writes the files.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, Iterator, List, Optional
+
+import numpy
+
+try:
+    import torch
+except ImportError as _error:  # a clear word instead of "No module named torch"
+    raise ImportError("trainer 'torch' needs PyTorch: pip install 'sprintiface[torch]'") from _error
+
+from sprintiface.config import Config
+from sprintiface.errors import ConfigError, TrainerError
+from sprintiface.log import logger
+from sprintiface.training.protocol import Segment, Trainer
+from sprintiface.training.torch_distributed import ProcessGroup, parameter_digest
+from sprintiface.training.torch_export import export_onnx, read_checkpoint, write_checkpoint
+
+#: What each function of the model file is offered (by keyword); get_model is required.
+MODEL_FILE_FUNCTIONS: Dict[str, tuple] = {
+    "get_model": ("epoch", "step"),
+    "get_optimizer": ("model", "learning_rate", "epoch"),
+    "train_step": ("model", "batch", "epoch", "step"),
+    "get_learning_rate": ("epoch", "learning_rate"),
+}
+
+
+def _takes_two_arguments(function: Callable) -> bool:
+    """Whether ``function(a, b)`` binds (True when its signature cannot be read)."""
+    try:
+        inspect.signature(function).bind(None, None)
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True
+
+
+class ModelFile:
+    """The user's Python file (config key ``model_file``) and the functions it defines.
+
+    The file is run as a module of its own (its folder appended to sys.path, so
+    that it can import its neighbours). Failures while loading it raise
+    ConfigError, failures of its functions TrainerError, both naming the file.
+    """
+
+    def __init__(self, path: Optional[str]):
+        if not path:
+            raise ConfigError("trainer 'torch' needs config key 'model_file': a Python file defining "
+                              "get_model(epoch) -> torch.nn.Module")
+        if not os.path.isfile(path):
+            raise ConfigError(f"config key 'model_file': no such file {path!r} (working directory {os.getcwd()!r})")
+        self.path = path
+        real = os.path.realpath(path)
+        name = "sprintiface_model_file_" + hashlib.sha1(real.encode("utf-8")).hexdigest()[:12]
+        folder = os.path.dirname(real)
+        if folder not in sys.path:
+            sys.path.append(folder)
+        spec = importlib.util.spec_from_file_location(name, real)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickling look modules up there
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:
+            del sys.modules[name]
+            text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            raise ConfigError(f"model_file {path!r} failed to load:\n{text}") from error
+        self.module = module
+        self.functions: Dict[str, Callable] = {}
+        for function_name, offered in MODEL_FILE_FUNCTIONS.items():
+            function = getattr(module, function_name, None)
+            if function is None:
+                continue
+            if not callable(function):
+                raise ConfigError(f"model_file {path!r}: {function_name} is a {type(function).__name__}, "
+                                  f"expected a function")
+            self._check_parameters(function_name, function, offered)
+            self.functions[function_name] = function
+        if "get_model" not in self.functions:
+            raise ConfigError(f"model_file {path!r} defines no get_model(epoch): the function that returns the "
+                              f"torch.nn.Module to train")
+
+    def _check_parameters(self, name: str, function: Callable, offered: tuple) -> None:
+        try:
+            parameters = inspect.signature(function).parameters.values()
+        except (TypeError, ValueError):
+            return
+        for parameter in parameters:
+            required = parameter.default is inspect.Parameter.empty and \
+                parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY, parameter.POSITIONAL_ONLY)
+            if required and (parameter.name not in offered or parameter.kind is parameter.POSITIONAL_ONLY):
+                raise ConfigError(f"model_file {self.path!r}: {name}() takes parameter {parameter.name!r}, which "
+                                  f"sprintiface does not give; it calls {name} with the keywords "
+                                  f"{', '.join(offered)} (declare the ones you need)")
+
+    def has(self, name: str) -> bool:
+        return name in self.functions
+
+    def call(self, name: str, **offered):
+        """``name(**the offered keywords its signature takes)``; TrainerError naming the file if it raises."""
+        function = self.functions[name]
+        try:
+            parameters = inspect.signature(function).parameters
+            if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+                offered = {key: value for key, value in offered.items() if key in parameters}
+        except (TypeError, ValueError):
+            pass
+        try:
+            return function(**offered)
+        except Exception as error:
+            text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            raise TrainerError(f"{name}() in model_file {self.path!r} failed:\n{text}") from error
+
+
+@dataclass
+class Batch:
+    """A padded mini-batch of segments (what ``train_step`` gets), on the trainer's device.
+
+    ``features`` float32 (B, T, F), zero past each length; ``lengths`` int32 (B,);
+    ``mask`` bool (B, T), True on real frames; ``alignment`` int64 (B, T) class
+    indices (0 past each length) when every segment has one, else None;
+    ``weights`` float32 (B, T): RASR's frame weights, 1 where RASR gave none, 0
+    past each length; ``segments``: the :class:`Segment` objects (names,
+    orthographies, speakers).
+    """
+
+    features: torch.Tensor
+    lengths: torch.Tensor
+    mask: torch.Tensor
+    alignment: Optional[torch.Tensor]
+    weights: torch.Tensor
+    segments: List[Segment] = field(repr=False)
+
+    @property
+    def num_frames(self) -> int:
+        return int(sum(segment.num_frames for segment in self.segments))
+
+
+def collate(segments: List[Segment], device: torch.device) -> Batch:
+    """The padded :class:`Batch` of ``segments``."""
+    lengths = numpy.array([segment.num_frames for segment in segments], dtype=numpy.int32)
+    size, frames, dim = len(segments), int(lengths.max()), segments[0].features.shape[1]
+    features = numpy.zeros((size, frames, dim), dtype=numpy.float32)
+    weights = numpy.zeros((size, frames), dtype=numpy.float32)
+    aligned = all(segment.alignment is not None for segment in segments)
+    alignment = numpy.zeros((size, frames), dtype=numpy.int64) if aligned else None
+    for index, segment in enumerate(segments):
+        count = segment.num_frames
+        features[index, :count] = segment.features
+        weights[index, :count] = 1.0 if segment.weights is None else segment.weights
+        if aligned:
+            alignment[index, :count] = segment.alignment
+    mask = numpy.arange(frames)[None, :] < lengths[:, None]
+
+    def tensor(array):
+        return torch.from_numpy(array).to(device, non_blocking=True)
+
+    return Batch(tensor(features), tensor(lengths), tensor(mask), tensor(alignment) if aligned else None,
+                 tensor(weights), segments)
+
+
+class Batcher:
+    """Groups segments, in the order they come, into mini-batches of at most ``max_seqs``
+    segments and ``max_frames`` padded frames (segments x the longest); a segment longer
+    than ``max_frames`` is a batch of its own."""
+
+    def __init__(self, max_seqs: int, max_frames: int):
+        self.max_seqs, self.max_frames = max_seqs, max_frames
+        self.pending: List[Segment] = []
+        self._longest = 0
+
+    def add(self, segment: Segment) -> List[List[Segment]]:
+        """Take ``segment``; returns the batches that are complete now (none, one or two)."""
+        done = []
+        count = len(self.pending) + 1
+        if self.pending and (count > self.max_seqs or count * max(self._longest, segment.num_frames) > self.max_frames):
+            done.append(self.take())
+        self.pending.append(segment)
+        self._longest = max(self._longest, segment.num_frames)
+        if len(self.pending) >= self.max_seqs:
+            done.append(self.take())
+        return done
+
+    def take(self) -> List[Segment]:
+        """The segments collected so far (the batch they make), and an empty batch started."""
+        segments, self.pending, self._longest = self.pending, [], 0
+        return segments
+
+
+def batches(segments: Iterable[Segment], max_seqs: int, max_frames: int) -> Iterator[List[Segment]]:
+    """The mini-batches the torch trainer makes of ``segments`` (see :class:`Batcher`)."""
+    batcher = Batcher(max_seqs, max_frames)
+    for segment in segments:
+        yield from batcher.add(segment)
+    if batcher.pending:
+        yield batcher.take()
+
+
+@dataclass
+class EpochStats:
+    """What one epoch trained (this process): logged at its end, kept as ``last_epoch_stats``."""
+
+    segments: int = 0
+    frames: int = 0
+    loss: float = 0.0  # summed over frames (the default loss, or RASR's error)
+    errors: int = 0  # frames whose best class is not the alignment's (default loss only)
+    batches: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    training_seconds: float = 0.0  # from start_epoch to the files (incl. waiting for the other processes)
+    files_seconds: float = 0.0  # writing the checkpoint and the export (process 0), and telling the others
+
+
+class TorchTrainer(Trainer):
+    """``trainer:torch`` (see the module docstring for the contract)."""
+
+    writes_model = True
+
+    def __init__(self, config: Config, input_dim: int, output_dim: int, target_mode: str, engine=None, *,
+                 allow_downsampling: bool = False, cuda_enabled: bool = False, cuda_active_gpu: int = -1):
+        super().__init__(config, input_dim, output_dim, target_mode, engine, allow_downsampling=allow_downsampling,
+                         cuda_enabled=cuda_enabled, cuda_active_gpu=cuda_active_gpu)
+        if not config.model:
+            raise ConfigError("trainer 'torch' needs config key 'model': the prefix of what it writes after every "
+                              "epoch, <model>.<epoch:03d>.pt and <model>.<epoch:03d>.onnx")
+        self.model_file = ModelFile(config.model_file)
+        if target_mode in ("target-segment-orth", "unsupervised") and not self.model_file.has("train_step"):
+            raise ConfigError(
+                f"target mode {target_mode} gives no frame targets, and the torch trainer's default loss is "
+                f"frame-wise cross-entropy on alignments: define train_step(model, batch, epoch) -> loss in "
+                f"model_file {config.model_file!r}")
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        use_cuda = cuda_enabled and torch.cuda.is_available()
+        self.device = torch.device(f"cuda:{max(cuda_active_gpu, 0)}" if use_cuda else "cpu")
+        self.accumulate = config.accum_grad_multiple_step
+        self.group: Optional[ProcessGroup] = ProcessGroup.from_environment(self.device)
+        #: The user's module; ``network`` is what is called (DistributedDataParallel around it, or itself).
+        self.model: Optional[torch.nn.Module] = None
+        self.network: Optional[torch.nn.Module] = None
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.scheduler = None
+        self.epoch: Optional[int] = None
+        self.step = 0  # optimizer steps so far
+        self._accumulated = 0  # mini-batches (segments) in the gradients since the last step
+        self._epoch_batches = 0
+        self._batcher = Batcher(config.max_seqs, config.max_frames)
+        self._pending = None  # criterion-by-sprint: (segment, logits, posteriors) awaiting backward/discard
+        self._stats = EpochStats()
+        #: The last finished epoch's figures (segments, frames, loss, seconds of training and of files).
+        self.last_epoch_stats: Optional[EpochStats] = None
+        logger.info("torch trainer: model file %s, writes %s.NNN.pt/.onnx, device %s, %d threads%s",
+                    config.model_file, config.model, self.device, torch.get_num_threads(),
+                    f", process {self.group.rank} of {self.group.world_size}" if self.group else "")
+
+    # -- the model -----------------------------------------------------------------
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the files (process 0, or the only one)."""
+        return self.group is None or self.group.is_main
+
+    def path(self, epoch: int, extension: str) -> str:
+        """``<model>.<epoch:03d>.<extension>``."""
+        return f"{self.config.model}.{epoch:03d}.{extension}"
+
+    def _build(self, epoch: int) -> None:
+        """The model of ``get_model`` on the device, and its optimizer (and scheduler)."""
+        files = self.model_file
+        model = files.call("get_model", epoch=epoch, step=self.step)
+        if not isinstance(model, torch.nn.Module):
+            raise TrainerError(f"get_model() in model_file {files.path!r} returned a {type(model).__name__}, "
+                               f"expected a torch.nn.Module")
+        if not _takes_two_arguments(model.forward):
+            raise TrainerError(f"the model of get_model() in model_file {files.path!r} ({type(model).__name__}) "
+                               f"cannot be called as forward(features, lengths): sprintiface passes the features "
+                               f"(B, T, F) and their lengths, int32 (B,); give forward a lengths parameter")
+        model.to(self.device)
+        if not any(parameter.requires_grad for parameter in model.parameters()):
+            raise TrainerError(f"the model of get_model() in model_file {files.path!r} has no trainable parameters")
+        optimizer, scheduler = None, None
+        if files.has("get_optimizer"):
+            made = files.call("get_optimizer", model=model, learning_rate=self.config.learning_rate, epoch=epoch)
+            optimizer, scheduler = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
+            if not isinstance(optimizer, torch.optim.Optimizer):
+                raise TrainerError(f"get_optimizer() in model_file {files.path!r} returned {type(made).__name__}; "
+                                   f"expected a torch.optim.Optimizer or (optimizer, scheduler)")
+            if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+                raise TrainerError(f"get_optimizer() in model_file {files.path!r}: the scheduler "
+                                   f"({type(scheduler).__name__}) has no step()")
+        else:
+            optimizer = torch.optim.Adam(model.parameters(), lr=self.config.learning_rate)
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+
+    def _check_logits(self, logits, frames: int, size: int, exact: bool = True) -> None:
+        ok = isinstance(logits, torch.Tensor) and logits.dim() == 3 and logits.shape[0] == size and \
+            logits.shape[2] == self.output_dim and (logits.shape[1] == frames if exact else logits.shape[1] <= frames)
+        if not ok:
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise TrainerError(
+                f"the model of model_file {self.model_file.path!r} gave {shape} for features of shape "
+                f"({size}, {frames}, {self.input_dim}); expected logits (B={size}, T={frames}, "
+                f"C=outputDim={self.output_dim})" + ("" if exact else " (fewer frames only with allowDownsampling)"))
+
+    # -- epochs ----------------------------------------------------------------------
+
+    def load_checkpoint(self, directory: str, epoch: int) -> None:
+        """Resume after ``epoch`` (marked done in ``directory``) from ``<model>.<epoch:03d>.pt``."""
+        self._resume(epoch, f"checkpoint_dir {directory!r} marks epoch {epoch} finished")
+
+    def _resume(self, epoch: int, why: str) -> None:
+        """Model, optimizer, scheduler, step count and RNG state from ``<model>.<epoch:03d>.pt``."""
+        path = self.path(epoch, "pt")
+        state = read_checkpoint(path, self.device, why)
+        self.step = int(state["step"])
+        self._build(epoch + 1)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if (self.scheduler is None) != (state["scheduler"] is None):
+                raise ValueError(f"the checkpoint has {'no ' if state['scheduler'] is None else 'a '}scheduler "
+                                 f"state, get_optimizer() {'no' if self.scheduler is None else 'a'} scheduler")
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise TrainerError(f"checkpoint {path!r} does not fit the model and optimizer of model_file "
+                               f"{self.model_file.path!r}: {error}") from None
+        torch.set_rng_state(state["rng"].cpu())
+        logger.info("torch trainer: resumed from %s (after epoch %d, %d optimizer steps)", path, epoch, self.step)
+
+    def start_epoch(self, epoch: int) -> None:
+        """The first epoch builds the model, or (a later first epoch without a checkpoint_dir
+        resume: start_epoch) continues from ``<model>.<epoch - 1:03d>.pt``."""
+        if self.model is None and epoch > 1:
+            self._resume(epoch - 1, f"the run starts at epoch {epoch} (start_epoch) and continues from epoch "
+                                    f"{epoch - 1}")
+        elif self.model is None:
+            self._build(epoch)
+        if self.network is None:
+            self.network = self.group.wrap(self.model) if self.group else self.model
+        self.epoch = epoch
+        if self.model_file.has("get_learning_rate"):
+            rate = self.model_file.call("get_learning_rate", epoch=epoch, learning_rate=self.config.learning_rate)
+            try:
+                rate = float(rate)
+            except (TypeError, ValueError):
+                raise TrainerError(f"get_learning_rate() in model_file {self.model_file.path!r} returned "
+                                   f"{rate!r}; expected a number") from None
+            for group in self.optimizer.param_groups:
+                group["lr"] = rate
+        self._stats = EpochStats()
+        self._epoch_batches = 0
+        if self.group:
+            self.group.begin_epoch(self.network)
+
+    def end_epoch(self, epoch: int) -> None:
+        """Train what is left, step, make the processes identical, write the .pt and the .onnx."""
+        if self._batcher.pending:
+            self._train_batch(collate(self._batcher.take(), self.device))
+        if self._pending is not None:
+            self.discard(self._pending[0])
+        if self._accumulated:
+            self._optimizer_step()
+        digest = None
+        if self.group:
+            self.group.end_epoch()
+            self._share_state(self.group.most_trained_rank(self._epoch_batches))
+            digest = self.group.check_identical(self.model, epoch)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        stats = self._stats
+        stats.training_seconds = time.perf_counter() - stats.started
+        failure = None
+        if self.is_main:
+            try:
+                write_checkpoint(self.path(epoch, "pt"), self._state(epoch))
+                export_onnx(self.model, self.path(epoch, "onnx"), self.input_dim, self.config.onnx_exporter)
+            except Exception as error:
+                failure = error
+        if self.group:
+            text = self.group.outcome_of_main(None if failure is None else f"{type(failure).__name__}: {failure}")
+            if text is not None and failure is None:
+                raise TrainerError(f"process 0 failed to write epoch {epoch}'s files: {text}")
+        if failure is not None:
+            raise failure
+        stats.files_seconds = time.perf_counter() - stats.started - stats.training_seconds
+        self.last_epoch_stats = stats
+        self._log_epoch(epoch, digest)
+
+    def save_checkpoint(self, directory: str, epoch: int) -> None:
+        """Nothing more to write: end_epoch wrote ``<model>.<epoch:03d>.pt`` (the session's
+        done marker in ``directory`` follows)."""
+
+    def _state(self, epoch: int) -> dict:
+        return {"epoch": epoch, "step": self.step, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "rng": torch.get_rng_state()}
+
+    def _share_state(self, source: int) -> None:
+        """Every process takes the model, optimizer and scheduler state of process ``source``."""
+        state = self.group.share_state(self._state(self.epoch) if self.group.rank == source else None, source)
+        if self.group.rank != source:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            self.step = int(state["step"])
+
+    def _log_epoch(self, epoch: int, digest: Optional[str]) -> None:
+        stats = self._stats
+        measure = "criterion" if self.target_mode == "criterion-by-sprint" else "loss"
+        text = f"{measure} {stats.loss / stats.frames:.4f}/frame" if stats.frames else "nothing fed"
+        if stats.frames and self.target_mode != "criterion-by-sprint" and not self.model_file.has("train_step"):
+            text += f", frame error rate {100.0 * stats.errors / stats.frames:.2f}% (training mode)"
+        written = f"wrote {self.path(epoch, 'pt')} and .onnx" if self.is_main else "wrote nothing (process 0 writes)"
+        logger.info("torch trainer: epoch %d done: %d segments, %d frames, %s, %.0f frames/s, lr %g, %d steps; "
+                    "%s in %.2f s%s", epoch, stats.segments, stats.frames, text,
+                    stats.frames / max(stats.training_seconds, 1e-9), self.optimizer.param_groups[0]["lr"], self.step,
+                    written, stats.files_seconds,
+                    f"; parameters sha256 {digest[:16]} on all {self.group.world_size} processes" if digest else "")
+
+    def parameter_digest(self) -> str:
+        """SHA-256 of the model's parameters and buffers."""
+        return parameter_digest(self.model)
+
+    # -- training on alignments (and train_step) ------------------------------------
+
+    def train_segment(self, segment: Segment) -> None:
+        if segment.alignment is None and not self.model_file.has("train_step"):
+            raise TrainerError(
+                f"segment {segment.name!r} ({self.target_mode}) has no alignment, and the torch trainer's default "
+                f"loss is frame-wise cross-entropy on alignments: define train_step(model, batch, epoch) -> loss "
+                f"in model_file {self.model_file.path!r}")
+        for segments in self._batcher.add(segment):
+            self._train_batch(collate(segments, self.device))
+
+    def _train_batch(self, batch: Batch) -> None:
+        self.network.train()
+        if self.model_file.has("train_step"):
+            loss = self.model_file.call("train_step", model=self.network, batch=batch, epoch=self.epoch,
+                                        step=self.step)
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
+                raise TrainerError(f"train_step() in model_file {self.model_file.path!r} returned "
+                                   f"{type(loss).__name__}{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}"
+                                   f"; expected a scalar loss tensor that requires grad")
+            self._stats.loss += float(loss.detach()) * batch.num_frames
+        else:
+            loss = self._frame_cross_entropy(batch)
+        (loss / self.accumulate).backward()
+        self._stats.segments += len(batch.segments)
+        self._stats.frames += batch.num_frames
+        self._mini_batch_done()
+
+    def _frame_cross_entropy(self, batch: Batch) -> torch.Tensor:
+        """Cross-entropy per real frame times its weight, summed, over the number of real frames."""
+        size, frames = batch.features.shape[:2]
+        logits = self.network(batch.features, batch.lengths)
+        self._check_logits(logits, frames, size)
+        real = logits[batch.mask]
+        targets = batch.alignment[batch.mask]
+        weighted = torch.nn.functional.cross_entropy(real, targets, reduction="none") * batch.weights[batch.mask]
+        total = weighted.sum()
+        with torch.no_grad():
+            self._stats.loss += float(total.detach())
+            self._stats.errors += int((real.argmax(dim=-1) != targets).sum())
+        return total / max(real.shape[0], 1)
+
+    def _mini_batch_done(self) -> None:
+        self._accumulated += 1
+        self._epoch_batches += 1
+        self._stats.batches += 1
+        if self._accumulated >= self.accumulate:
+            self._optimizer_step()
+
+    def _optimizer_step(self) -> None:
+        if self._accumulated < self.accumulate:  # an epoch's remainder: average over what there is
+            scale = self.accumulate / self._accumulated
+            for parameter in self.model.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.mul_(scale)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self._accumulated = 0
+
+    # -- criterion-by-sprint and forwarding -----------------------------------------
+
+    def _segment_tensors(self, segment: Segment):
+        features = torch.from_numpy(segment.features).to(self.device)[None]
+        return features, torch.tensor([segment.num_frames], dtype=torch.int32, device=self.device)
+
+    def forward(self, segment: Segment) -> numpy.ndarray:
+        """Posteriors float32 (T', C). criterion-by-sprint: in training mode, the graph kept for
+        backward/discard; otherwise in eval mode, without a graph."""
+        features, lengths = self._segment_tensors(segment)
+        if self.target_mode != "criterion-by-sprint":
+            module = self.model
+            module.eval()
+            try:
+                with torch.no_grad():
+                    logits = module(features, lengths)
+            finally:
+                module.train()
+            self._check_logits(logits, segment.num_frames, 1, exact=not self.allow_downsampling)
+            return torch.softmax(logits[0], dim=-1).cpu().numpy()
+        self.network.train()
+        logits = self.network(features, lengths)
+        self._check_logits(logits, segment.num_frames, 1, exact=not self.allow_downsampling)
+        logits = logits[0]
+        posteriors = torch.softmax(logits, dim=-1)
+        self._pending = (segment, logits, posteriors)
+        return posteriors.detach().cpu().numpy()
+
+    def backward(self, segment: Segment, error: float, error_signal: numpy.ndarray,
+                 natural_pairing_type: Optional[str]) -> None:
+        """Back-propagate RASR's ``error_signal`` float32 (T', C) of the criterion summed over frames,
+        divided by T' (and by accum_grad_multiple_step); step when due."""
+        pending, self._pending = self._pending, None
+        if pending is None or pending[0] is not segment:
+            raise TrainerError(f"backward for segment {segment.name!r} without its forward")
+        _, logits, posteriors = pending
+        if natural_pairing_type == "softmax":
+            target = logits  # the signal is d criterion / d logits (RASR: softmax minus Kronecker delta)
+        elif natural_pairing_type is None:
+            target = posteriors  # the signal is d criterion / d posteriors
+        else:
+            raise TrainerError(f"finishError for segment {segment.name!r}: naturalPairingType "
+                               f"{natural_pairing_type!r}; the torch trainer takes 'softmax' (the error signal is "
+                               f"the gradient w.r.t. the logits) or None (w.r.t. the posteriors)")
+        frames = logits.shape[0]
+        signal = torch.from_numpy(error_signal).to(self.device)
+        target.backward(signal / (frames * self.accumulate))
+        self._stats.segments += 1
+        self._stats.frames += frames
+        self._stats.loss += float(error)
+        self._mini_batch_done()
+
+    def discard(self, segment: Segment) -> None:
+        """Drop the graph of the last forward. In a distributed run, back-propagate zeros instead
+        (a mini-batch that contributes nothing), so that every process runs the same collectives."""
+        pending, self._pending = self._pending, None
+        if pending is not None and self.group is not None:
+            logits = pending[1]
+            logits.backward(torch.zeros_like(logits))
+            self._mini_batch_done()
+
+    # -- the end -------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Leave the process group. What was fed of an epoch that did not end is dropped:
+        no file claims a half-done epoch."""
+        self._release()
+
+    def abort(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        self._pending = None
+        self._batcher.take()
+        if self.group is not None:
+            self.group.close()
