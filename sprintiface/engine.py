@@ -241,7 +241,10 @@ class OnnxEngine:
                        input_name=config.input_name, output_name=config.output_name,
                        length_name=config.length_name, output_kind=config.output_kind,
                        share_weights=config.share_weights)
-        key = (os.path.realpath(path), tuple(sorted(options.items())))
+        real = os.path.realpath(path)
+        stat = os.stat(real)
+        # The file's identity too: a model written again under the same name is a new model.
+        key = (real, stat.st_ino, stat.st_size, stat.st_mtime_ns, tuple(sorted(options.items())))
         with cls._cache_lock:
             engine = cls._cache.get(key)
             if engine is None:

@@ -450,3 +450,16 @@ def test_bias_and_log_softmax_stay_exact_at_extreme_logits(model_file, scale):
     expected = -bare_run(path, x).astype(numpy.float64)
     got = score_segment(rasr_scorer(f"onnx:{path},log_level:warning", 12, 30), x)
     numpy.testing.assert_allclose(got, expected, rtol=2e-6, atol=2e-5)
+
+
+def test_a_model_written_again_under_the_same_name_is_loaded_again(tmp_path):
+    from onnx_models import save_model
+
+    path = str(tmp_path / "am.onnx")
+    x = features(5, 12)
+    save_model(build_mlp(12, 30, (16,), seed=1), path)
+    first = score_segment(rasr_scorer(f"onnx:{path}", 12, 30), x)
+    save_model(build_mlp(12, 30, (16,), seed=2), path)
+    second = score_segment(rasr_scorer(f"onnx:{path}", 12, 30), x)
+    numpy.testing.assert_allclose(second, -numpy.log(bare_run(path, x)), rtol=2e-5, atol=2e-5)
+    assert numpy.abs(first - second).max() > 1e-3
