@@ -115,10 +115,24 @@ def _accepted_feature_kinds() -> List[Tuple[str, bool, Callable[[numpy.ndarray],
         ("memoryview float32", False, lambda v: memoryview(numpy.array(v))),
         ("memoryview strided float32", False, lambda v: memoryview(_wide(v, f32, 2))[::2]),
         ("memoryview negative stride float32", False, lambda v: memoryview(numpy.ascontiguousarray(v[::-1]))[::-1]),
+        ("unaligned float32 (odd byte offset)", False, lambda v: _unaligned(v, f32, 0)),
+        ("odd byte stride float32 (5 bytes)", False, lambda v: _unaligned(v, f32, 1)),
+        ("memoryview unaligned float32", False, lambda v: memoryview(_unaligned(v, f32, 3))),
         ("float64", True, lambda v: numpy.array(v, dtype=f64)),
+        ("unaligned strided float64", True, lambda v: _unaligned(v, f64, 3)),
         ("strided float64", True, lambda v: _wide(v, f64, 2)[::2]),
         ("memoryview strided float64", True, lambda v: memoryview(_wide(v, f64, 3))[::3]),
     ]
+
+
+def _unaligned(values: numpy.ndarray, dtype, gap: int) -> numpy.ndarray:
+    """``values`` as a ``dtype`` array at an odd address, ``gap`` bytes between values."""
+    itemsize = numpy.dtype(dtype).itemsize
+    stride = itemsize + gap
+    storage = numpy.zeros(1 + stride * values.size, dtype=numpy.uint8)
+    array = numpy.ndarray(values.shape, dtype=dtype, buffer=storage.data, offset=1, strides=(stride,))
+    array[:] = values
+    return array
 
 
 def _read_only(values: numpy.ndarray) -> numpy.ndarray:
@@ -185,7 +199,9 @@ def features_arg(draw, dim: int = INPUT_DIM) -> Feature:
     if wide:
         # float64 values, some between float32 ones (and some beyond float32's range):
         # the buffer holds them rounded to nearest float32, as numpy rounds.
-        values64 = values.astype(numpy.float64) * draw(st.sampled_from([1.0, 1 + 1e-9, 1e39]))
+        values64 = values.astype(numpy.float64) * draw(st.sampled_from([1.0, 1 + 1e-9]))
+        if draw(st.integers(0, 15)) == 0:
+            values64[draw(st.integers(0, dim - 1))] = draw(st.sampled_from([1e39, -1e300]))
         with numpy.errstate(over="ignore"):
             return Feature(label, make(values64), values64.astype(numpy.float32))
     return Feature(label, make(values), values)
@@ -527,7 +543,7 @@ class ScorerProtocol(RuleBasedStateMachine):
 def test_scorer_protocol_state_machine(setups):
     ScorerProtocol.setups = setups
     run_state_machine_as_test(ScorerProtocol, settings=settings(
-        max_examples=300, stateful_step_count=50, deadline=None, database=None,
+        max_examples=300, stateful_step_count=50, deadline=None, database=None, print_blob=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]))
 
 
