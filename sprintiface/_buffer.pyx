@@ -350,6 +350,10 @@ cdef class FrameBuffer:
             index = _exact_index(time)
             if 0 <= index < self.scored:
                 return PySequence_GetItem(self._scores, index)
+        elif not isinstance(time, bool) and PyIndex_Check(time):  # numpy integers, int subclasses
+            value = PyNumber_Index(time)  # a Python int of any size
+            if 0 <= value < self.scored:
+                return PySequence_GetItem(self._scores, <Py_ssize_t>value)
         self.rejected += 1
         if isinstance(time, bool) or not PyIndex_Check(time):
             raise ProtocolError(f"get_scores: expected time to be an int, got {type(time).__name__} {time!r}")
@@ -373,16 +377,23 @@ cdef class FrameBuffer:
         cdef int64_t at = sf_find_non_finite(self._frame_data, self.count * self.input_dim)
         return None if at < 0 else divmod(at, self.input_dim)
 
-    def open_window(self):
-        """Start scoring all ``count`` frames: make room for their scores and return
-        ``(frames address, scores address)``, float32 row-major (count, input_dim)
-        and (count, num_classes), for the model to read and write in place.
+    def open_window(self, frames):
+        """Start scoring the ``frames`` buffered frames: make room for their scores and
+        return ``(frames address, scores address)``, float32 row-major (frames,
+        input_dim) and (frames, num_classes), for the model to read and write in place.
 
-        Until finish_window() or abandon_window(), every other call is refused,
-        so neither block can move or be freed while the model runs without the GIL.
+        ``frames`` (an int) must be the buffer's count (ProtocolError otherwise): checked here,
+        under the same guard, so no call from another thread can change the count
+        between the check and the run. Until finish_window() or abandon_window(),
+        every other call is refused, so neither block can move or be freed while the
+        model runs without the GIL.
         """
         self._enter("compute")
         try:
+            if frames != self.count or frames <= 0:
+                raise ProtocolError(f"compute(num_frames={frames}): the buffer holds {self.count} frames"
+                                    + (f"; expected num_frames == {self.count}" if self.count else
+                                       ": add_feature() comes first"))
             self.scored = 0
             self._reserve_scores(self.count)
         except BaseException:

@@ -196,6 +196,7 @@ class OnnxEngine:
         self.output_batched = interface.output.rank == 3
         self.input_dim = interface.input_dim
         self._length_dtype = LENGTH_DTYPES[interface.length_input.elem_type] if interface.length_input else None
+        self.warmup_rows: Optional[int] = None
         self.output_dim = self._warm_up(self.input_dim) if self.input_dim else interface.output_dim
         self._check_bias()
         # Loading leaves freed heap behind (ONNX Runtime's parse of the graph): give it back.
@@ -256,7 +257,10 @@ class OnnxEngine:
         returns the number of classes the output really has."""
         frames = numpy.zeros((WARMUP_FRAMES, input_dim), dtype=numpy.float32)
         try:
-            return self.forward(frames).shape[1]
+            output = self.forward(frames)
+            #: Score rows the model gives for WARMUP_FRAMES frames (fewer: it downsamples).
+            self.warmup_rows = output.shape[0]
+            return output.shape[1]
         except ModelError as error:
             raise ModelError(f"{error}; the model does not run on {WARMUP_FRAMES} frames: an export that "
                              f"baked its example length into the graph runs at that length only") from None
@@ -287,6 +291,16 @@ class OnnxEngine:
             self.input_dim = input_dim
             self.output_dim = self._warm_up(input_dim)
             self._check_bias()
+
+    def check_frame_synchronous(self) -> None:
+        """Raise ModelError unless the model gives one score row per frame (what the feature
+        scorer needs; a downsampling or pooling model serves the trainer's forwarding only)."""
+        rows = self.warmup_rows
+        if rows is not None and rows != WARMUP_FRAMES:
+            raise ModelError(
+                f"ONNX model {self.path!r} gives {rows} score row(s) for {WARMUP_FRAMES} frames (output "
+                f"{self.interface.output.describe()}): the feature scorer needs one row per frame, [B, T, C] or "
+                f"[T, C]; a downsampling or pooling model serves the trainer's feedInputForwarding only")
 
     def check_dims(self, input_dim: int, output_dim: int) -> None:
         """Raise ModelError unless the model takes ``input_dim`` features and gives ``output_dim`` classes."""

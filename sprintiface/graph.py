@@ -111,25 +111,25 @@ def _tensor_info(value_info) -> TensorInfo:
     return TensorInfo(value_info.name, tensor_type.elem_type, shape)
 
 
-def _pick(candidates, given: Optional[str], what: str, key: str, tensors) -> Optional[TensorInfo]:
+def _pick(candidates, given: Optional[str], what: str, key: str, tensors, path: str) -> Optional[TensorInfo]:
     if given is not None:
         for tensor in tensors:
             if tensor.name == given:
                 return tensor
         names = ", ".join(t.describe() for t in tensors) or "none"
-        raise ModelError(f"{key}={given!r}: the model has no such {what}; it has {names}")
+        raise ModelError(f"ONNX model {path!r}, {key}={given!r}: the model has no such {what}; it has {names}")
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
         return None
-    raise ModelError(f"the model has several candidates for the {what} "
+    raise ModelError(f"ONNX model {path!r} has several candidates for the {what} "
                      f"({', '.join(t.describe() for t in candidates)}); set {key} to one of them")
 
 
 def _require_float(tensors, given: Optional[str], what: str, key: str, shape: str, path: str) -> TensorInfo:
     """The float32 rank-2/3 tensor named ``given``, or the only one there is."""
     candidates = [t for t in tensors if t.elem_type == FLOAT32 and t.rank in (2, 3)]
-    tensor = _pick(candidates, given, what, key, tensors)
+    tensor = _pick(candidates, given, what, key, tensors, path)
     if tensor is None:
         raise ModelError(f"ONNX model {path!r}: no float32 {what} of shape {shape}; it has "
                          f"{', '.join(t.describe() for t in tensors) or 'none'}")
@@ -150,6 +150,8 @@ def describe(model, path: str, input_name: Optional[str] = None, output_name: Op
     whose final softmax does not normalise each frame over the classes.
     """
     graph = model.graph
+    if not graph.node and not graph.input:
+        raise ModelError(f"ONNX model {path!r} holds no graph (an empty or truncated file?)")
     initializers = {init.name for init in graph.initializer}
     inputs = tuple(_tensor_info(v) for v in graph.input if v.name not in initializers)
     outputs = tuple(_tensor_info(v) for v in graph.output)
@@ -161,7 +163,7 @@ def describe(model, path: str, input_name: Optional[str] = None, output_name: Op
             f"({feature_input.shape[-2]} frames), but RASR feeds segments of any length; export it with a "
             f"dynamic time axis (torch.onnx.export: dynamic_axes or dynamic_shapes)")
     integer_inputs = [t for t in inputs if t.elem_type in LENGTH_DTYPES and t.rank in (0, 1)]
-    length_input = _pick(integer_inputs, length_name, "sequence-length input", "length_name", inputs)
+    length_input = _pick(integer_inputs, length_name, "sequence-length input", "length_name", inputs, path)
     if length_input is not None and (length_input.elem_type not in LENGTH_DTYPES or length_input.rank not in (0, 1)):
         raise ModelError(f"ONNX model {path!r}: length input {length_input.describe()} must be int32/int64 of "
                          f"shape [B] or []")

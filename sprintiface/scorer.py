@@ -107,12 +107,14 @@ class PythonFeatureScorer:
         Loads the model (warm-up included), checks both dims against it and
         loads the prior.
         """
+        input_dim, output_dim = _count(input_dim, "init", "input_dim"), _count(output_dim, "init", "output_dim")
         for name, value in (("input_dim", input_dim), ("output_dim", output_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if value <= 0:
                 raise ProtocolError(f"init: expected {name} to be an integer > 0, got {value!r}")
         config = self._config
         engine = OnnxEngine.from_config(config)
         engine.check_dims(input_dim, output_dim)
+        engine.check_frame_synchronous()
         self.prior_term = self._load_prior_term(output_dim)
         self.input_dim, self.output_dim = input_dim, output_dim
         self._engine = engine
@@ -187,20 +189,20 @@ class PythonFeatureScorer:
         score matrix; the -log transform and the prior are applied there in place.
         """
         buffer, engine = self._require_buffer("compute"), self._engine
-        num_frames = _count(num_frames, "compute")
-        if num_frames != buffer.count or num_frames <= 0:
-            self._failed = True
-            raise ProtocolError(f"compute(num_frames={num_frames}): the buffer holds {buffer.count} frames; "
-                                f"expected num_frames == {buffer.count} > 0")
-        bad_value = buffer.find_non_finite()
-        if bad_value is not None:
-            self._failed = True
-            frame, index = bad_value
-            raise FeatureError(f"compute: the feature of frame {frame} (time {frame}) holds "
-                               f"{buffer.frames()[frame, index]} at index {index}; expected finite values")
-        started = _time.perf_counter()
-        frames_address, scores_address = buffer.open_window()
         try:
+            num_frames = _count(num_frames, "compute")
+            # checks num_frames against the buffer under the buffer's own guard
+            frames_address, scores_address = buffer.open_window(num_frames)
+        except ProtocolError:
+            self._failed = True
+            raise
+        started = _time.perf_counter()
+        try:
+            bad_value = buffer.find_non_finite()
+            if bad_value is not None:
+                frame, index = bad_value
+                raise FeatureError(f"compute: the feature of frame {frame} (time {frame}) holds "
+                                   f"{buffer.frames()[frame, index]} at index {index}; expected finite values")
             engine.run_into(self._binding, frames_address, num_frames, scores_address)
         except BaseException:
             buffer.abandon_window()
@@ -239,8 +241,9 @@ class PythonFeatureScorer:
         """Called by RASR: drop the buffer of ``num_frames`` frames (0 allowed).
 
         The buffer is cleared even when the count disagrees (then a
-        ProtocolError follows), so the next segment is served normally; after
-        a call that raised, a disagreeing count is forgiven.
+        ProtocolError follows), so the next segment is served normally; after a
+        refused add_feature/get_scores or a compute() that raised, a disagreeing
+        count is forgiven.
         """
         num_frames = _count(num_frames, "reset")
         buffer = self._buffer

@@ -64,9 +64,11 @@ def test_frame_block_grows_geometrically_and_keeps_views_valid():
 def test_finite_buffer_is_allocated_once():
     buffer = FrameBuffer(4, 2, max_frames=8)
     assert buffer.frame_capacity == 8
-    frames_address, _ = buffer.open_window()
+    buffer.add_feature(numpy.zeros(4, numpy.float32), 0)
+    frames_address, _ = buffer.open_window(1)
     buffer.abandon_window()
+    buffer.clear()
     for t in range(8):
         buffer.add_feature(numpy.zeros(4, numpy.float32), t)
-    assert buffer.open_window()[0] == frames_address
+    assert buffer.open_window(8)[0] == frames_address
     buffer.abandon_window()

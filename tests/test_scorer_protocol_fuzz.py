@@ -44,11 +44,7 @@ PRIOR_SCALE = 0.6
 #: Library bugs this suite found and that are still open: inputs that trigger
 #: them are not drawn, and a strict xfail test below pins each. Remove an
 #: entry when its test passes.
-KNOWN_BUGS = {
-    "get_scores-index-types": "get_scores(time=numpy.int64(0)) (any int that is not exactly int) is refused "
-                              "as 'outside the computed window [0, n)', though add_feature, compute and "
-                              "reset take the same value",
-}
+KNOWN_BUGS = {}
 
 
 # -- the models and configs ------------------------------------------------------
@@ -547,11 +543,8 @@ def test_scorer_protocol_state_machine(setups):
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]))
 
 
-# -- known bugs, pinned (see KNOWN_BUGS) ---------------------------------------------------------
+# -- bugs this suite found, fixed: kept as tests ----------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=sprintiface.ProtocolError,
-                   reason="bug: get_scores refuses numpy/int-subclass times as 'outside the computed window "
-                          "[0, n)' while add_feature/compute/reset take them")
 @pytest.mark.parametrize("index_type", [numpy.int64, numpy.int32, IntSubclass, Colour])
 def test_get_scores_takes_the_index_types_add_feature_takes(setups, index_type):
     setup = setups[0]

@@ -80,16 +80,15 @@ def test_each_buffer_keeps_its_kernel_while_others_ask(slow_model, tmp_path):
     assert report["counts"].get("kernel questions answered"), report
 
 
-CALLS_INSIDE_COMPUTE_BUG = (
-    "bug: compute() compares num_frames with the buffer's count, then opens the window for the count "
-    "at that later time and runs the model on num_frames: calls landing in between (another thread) "
-    "make it write past the score block (segfault) or serve rows the model never scored; when fixed, set "
-    "scorer_thread_scenarios.COMPUTE_WINDOW_BUG_OPEN = False")
+# Found by this test: compute() compared num_frames with the buffer's count, then opened the
+# window for the count of a later moment; calls landing in between (another thread) made it
+# write past the score block or serve rows the model never scored. The buffer now checks
+# the count in open_window(num_frames), under its own guard.
 
 
 @pytest.mark.parametrize("interference", [
-    pytest.param("shrink", marks=pytest.mark.xfail(strict=True, reason=CALLS_INSIDE_COMPUTE_BUG)),
-    pytest.param("grow", marks=pytest.mark.xfail(strict=True, reason=CALLS_INSIDE_COMPUTE_BUG)),
+    "shrink",
+    "grow",
     "reinit",
 ])
 def test_calls_landing_at_any_line_of_compute(interference, wide_model, tmp_path):
