@@ -41,14 +41,20 @@ static void sf_row_neg_log(float *x, int64_t n)
 
 /*
  * Wheels are built for the x86-64 baseline. The score loop is the one place
- * where wider vectors pay (T x C exponentials per segment), so with GCC it is
- * compiled again for AVX2+FMA and for AVX-512 and chosen at run time on CPUs
- * that have them. Define SPRINTIFACE_NO_AVX2 to build the portable kernel only.
+ * where wider vectors pay (T x C exponentials per segment), so it is compiled
+ * again for AVX2+FMA and for AVX-512 and chosen at run time on CPUs that have
+ * them. GCC and clang take the instruction set per region of functions, each
+ * in its own way. Define SPRINTIFACE_NO_AVX2 to build the portable kernel only.
  */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(SPRINTIFACE_NO_AVX2)
-#define SF_HAVE_AVX2 1 /* and AVX-512: both need GCC on x86-64 */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(SPRINTIFACE_NO_AVX2)
+#define SF_HAVE_AVX2 1 /* and AVX-512 */
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#endif
 #define SF_BYTES 32
 #define SF_NAME(x) sf_avx2_##x
 #define SF_MAX(a, b) ((__typeof__(a))_mm256_max_ps((__m256)(a), (__m256)(b)))
@@ -56,9 +62,14 @@ static void sf_row_neg_log(float *x, int64_t n)
 #undef SF_MAX
 #undef SF_NAME
 #undef SF_BYTES
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f,avx2,fma"))), apply_to = function)
+#else
 #pragma GCC pop_options
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx2,fma")
+#endif
 #define SF_BYTES 64
 #define SF_NAME(x) sf_avx512_##x
 #define SF_MAX(a, b) ((__typeof__(a))_mm512_max_ps((__m512)(a), (__m512)(b)))
@@ -66,7 +77,11 @@ static void sf_row_neg_log(float *x, int64_t n)
 #undef SF_MAX
 #undef SF_NAME
 #undef SF_BYTES
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 #endif
 
 typedef int64_t (*sf_kernel_fn)(float *, int64_t, int64_t, sf_output_kind, const float *, const float *);
