@@ -275,7 +275,7 @@ def outlier(repeats, quick):
                                                     check=True, cwd=tempfile.gettempdir()).stdout.split())
     return [(f"RSS MiB after a {frames}-frame outlier and 100 ordinary segments vs before it [{KERNEL}]",
              after / MiB, before / MiB, 1.10),
-            (f"RSS MiB during the outlier vs before it (reported)", during / MiB, before / MiB, None)]
+            ("RSS MiB during the outlier vs before it (reported)", during / MiB, before / MiB, None)]
 
 
 def int8(repeats, quick):

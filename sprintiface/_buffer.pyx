@@ -281,7 +281,7 @@ cdef class FrameBuffer:
 
     cdef int _check_time(self, object time, Py_ssize_t expected, str call) except -1:
         # Off the fast path: time is not an exact int, or not the expected one.
-        if isinstance(time, bool) or not PyIndex_Check(time):
+        if isinstance(time, (bool, numpy.bool_)) or not PyIndex_Check(time):
             raise FeatureError(f"{call}: expected time to be an int, got {type(time).__name__} {time!r}")
         if PyNumber_Index(time) != expected:
             raise FeatureError(f"{call}: expected time {expected} (frames in the buffer so far), got time {time}")
@@ -350,12 +350,12 @@ cdef class FrameBuffer:
             index = _exact_index(time)
             if 0 <= index < self.scored:
                 return PySequence_GetItem(self._scores, index)
-        elif not isinstance(time, bool) and PyIndex_Check(time):  # numpy integers, int subclasses
+        elif not isinstance(time, (bool, numpy.bool_)) and PyIndex_Check(time):  # numpy integers, int subclasses
             value = PyNumber_Index(time)  # a Python int of any size
             if 0 <= value < self.scored:
                 return PySequence_GetItem(self._scores, <Py_ssize_t>value)
         self.rejected += 1
-        if isinstance(time, bool) or not PyIndex_Check(time):
+        if isinstance(time, (bool, numpy.bool_)) or not PyIndex_Check(time):
             raise ProtocolError(f"get_scores: expected time to be an int, got {type(time).__name__} {time!r}")
         if self.scored == 0:
             raise ProtocolError(f"get_scores(time={time}): no scores: compute() has not run on the "

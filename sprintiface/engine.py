@@ -113,6 +113,12 @@ def _prepare_in_memory(path, input_name, output_name, length_name, output_kind):
             f"ONNX model {path!r} is not prepared, and preparing it at load needs the onnx package: "
             f"pip install 'sprintiface[onnx]', or prepare it once with `sprintiface prepare {path} -o OUT` "
             f"(then only onnxruntime is needed)") from None
+    if not weights_stay_in_the_file():
+        # This onnxruntime cannot take the weights from the file for a model given as bytes:
+        # the whole model is parsed and handed over (it is then held twice while loading).
+        model = graph.load(path)
+        interface = graph.prepare(model, path, input_name, output_name, length_name, output_kind)
+        return interface, model.SerializeToString()
     try:
         model = onnx.load_from_string(model_file.graph_without_weights(path))
     except ModelError:
@@ -121,6 +127,18 @@ def _prepare_in_memory(path, input_name, output_name, length_name, output_kind):
         raise ModelError(f"ONNX model {path!r} cannot be read: {error}") from None
     interface = graph.prepare(model, path, input_name, output_name, length_name, output_kind)
     return interface, model.SerializeToString()
+
+
+def weights_stay_in_the_file() -> bool:
+    """Whether this onnxruntime reads the external data of a model given as bytes from a
+    folder it is told (session.model_external_initializers_file_folder_path): 1.21 and later."""
+    import onnxruntime
+
+    try:
+        major, minor = (int(part) for part in onnxruntime.__version__.split(".")[:2])
+    except ValueError:
+        return True
+    return (major, minor) >= (1, 21)
 
 
 def _check_prepared(interface: ModelInterface, input_name, output_name, length_name, output_kind) -> None:
@@ -176,7 +194,8 @@ class OnnxEngine:
             source = path
         else:
             interface, source = _prepare_in_memory(path, input_name, output_name, length_name, output_kind)
-            # The weights stay in the file: ONNX Runtime maps them from there.
+            # The weights stay in the file: ONNX Runtime maps them from there (or, before
+            # onnxruntime 1.21, they are in the bytes and the key changes nothing).
             options.add_session_config_entry("session.model_external_initializers_file_folder_path",
                                              os.path.dirname(os.path.realpath(path)))
         if share_weights:

@@ -54,8 +54,8 @@ MIN_FRAMES = 1024
 
 def _count(value, call: str, name: str = "num_frames") -> int:
     """``value`` as a frame count (an int, not a bool); ProtocolError naming ``name`` otherwise."""
-    if isinstance(value, bool):
-        raise ProtocolError(f"{call}: expected {name} to be an int, got bool {value!r}")
+    if isinstance(value, (bool, numpy.bool_)):  # numpy < 2.3 gives numpy bools an __index__
+        raise ProtocolError(f"{call}: expected {name} to be an int, got {type(value).__name__} {value!r}")
     try:
         return operator.index(value)
     except TypeError:

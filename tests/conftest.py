@@ -92,6 +92,20 @@ def make_engine(path, **keys):
     return OnnxEngine.from_config(load_config(None, onnx=path, **keys))
 
 
+def end_training_session():
+    """End this process's training session, whatever state a test left it in, and forget
+    the segment order's schedule and a target-mode override (between tests)."""
+    process = sprintiface._training()
+    if process.session is not None:
+        process.session._failure = None
+    try:
+        sprintiface.exit()
+    except sprintiface.TrainerError:
+        pass
+    process.target_mode_override = None
+    process.schedule = None
+
+
 def features(num_frames, dim, seed=0):
     return numpy.random.default_rng(seed).standard_normal((num_frames, dim)).astype(numpy.float32)
 

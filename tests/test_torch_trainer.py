@@ -13,7 +13,7 @@ import textwrap
 
 import numpy
 import pytest
-from conftest import rasr_scorer, score_segment
+from conftest import end_training_session, rasr_scorer, score_segment
 
 import sprintiface
 from sprintiface import ConfigError, TrainerError
@@ -64,14 +64,7 @@ BLSTM_FILE = textwrap.dedent(f"""
 @pytest.fixture(autouse=True)
 def clean_session():
     yield
-    process = sprintiface._training()
-    if process.session is not None:
-        process.session._failure = None
-    try:
-        sprintiface.exit()
-    except TrainerError:
-        pass
-    process.schedule = None
+    end_training_session()
 
 
 def write(tmp_path, text, name="am.py"):

@@ -8,7 +8,7 @@ import textwrap
 import numpy
 import pytest
 import recording_trainer
-from conftest import bare_run, onnx_model
+from conftest import bare_run, end_training_session, onnx_model
 
 import sprintiface
 from sprintiface import ConfigError, FeatureError, ProtocolError, TrainerError
@@ -22,15 +22,7 @@ def clean_session():
     recording_trainer.KEPT.clear()
     recording_trainer.RecordingTrainer.fail_on = None
     yield
-    process = sprintiface._training()
-    if process.session is not None:
-        process.session._failure = None
-    try:
-        sprintiface.exit()
-    except TrainerError:
-        pass
-    process.target_mode_override = None
-    process.schedule = None
+    end_training_session()
 
 
 def rasr_features(num_frames, dim=12, seed=0):
