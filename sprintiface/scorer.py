@@ -22,7 +22,7 @@ import collections
 import logging
 import operator
 import time as _time
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy
 
@@ -62,6 +62,15 @@ def _count(value, call: str, name: str = "num_frames") -> int:
         raise ProtocolError(f"{call}: expected {name} to be an int, got {type(value).__name__} {value!r}") from None
 
 
+class _Serving(NamedTuple):
+    """What init() sets up, held as one attribute: a call reads all three at once, so an
+    init() from another thread can never pair one buffer with another's engine."""
+
+    engine: OnnxEngine
+    binding: object  # sprintiface.engine.Binding
+    buffer: FrameBuffer
+
+
 class PythonFeatureScorer:
     """RASR's PythonFeatureScorer on an ONNX model.
 
@@ -86,9 +95,7 @@ class PythonFeatureScorer:
         #: prior_scale * log p(c), float32 (output_dim,), or None without a prior.
         self.prior_term: Optional[numpy.ndarray] = None
         self.segment_count = 0
-        self._engine: Optional[OnnxEngine] = None
-        self._binding = None
-        self._buffer: Optional[FrameBuffer] = None
+        self._serving: Optional[_Serving] = None
         # A compute() of ours that raised, and the buffer's count of refused per-frame
         # calls at the last reset: after either, reset() forgives a count that disagrees.
         self._failed = False
@@ -117,10 +124,9 @@ class PythonFeatureScorer:
         engine.check_frame_synchronous()
         self.prior_term = self._load_prior_term(output_dim)
         self.input_dim, self.output_dim = input_dim, output_dim
-        self._engine = engine
-        self._binding = engine.new_binding()
-        self._buffer = buffer = FrameBuffer(input_dim, output_dim, config.buffer_size,
-                                            None if config.score_kernel == "auto" else config.score_kernel)
+        buffer = FrameBuffer(input_dim, output_dim, config.buffer_size,
+                             None if config.score_kernel == "auto" else config.score_kernel)
+        self._serving = _Serving(engine, engine.new_binding(), buffer)
         self._failed, self._rejected_seen = False, 0
         self._recent.clear()
         # RASR's per-frame calls go straight to the compiled buffer.
@@ -160,8 +166,8 @@ class PythonFeatureScorer:
             logger.info("scorer done: %d segments, %d frames, compute %.3f s, RTF %.4f", self.segment_count,
                         self._frames_scored, self._compute_seconds,
                         self._compute_seconds / (self._frames_scored * 0.01))
-        if self._buffer is not None:
-            self._buffer.clear()
+        if self._serving is not None:
+            self._serving.buffer.clear()
 
     def get_feature_buffer_size(self) -> int:
         """Called by RASR: frames per buffer; -1 is no limit (whole segments)."""
@@ -188,7 +194,7 @@ class PythonFeatureScorer:
         One ONNX Runtime run reads the frame block in place and writes into the
         score matrix; the -log transform and the prior are applied there in place.
         """
-        buffer, engine = self._require_buffer("compute"), self._engine
+        engine, binding, buffer = self._require_serving("compute")
         try:
             num_frames = _count(num_frames, "compute")
             # checks num_frames against the buffer under the buffer's own guard
@@ -203,7 +209,7 @@ class PythonFeatureScorer:
                 frame, index = bad_value
                 raise FeatureError(f"compute: the feature of frame {frame} (time {frame}) holds "
                                    f"{buffer.frames()[frame, index]} at index {index}; expected finite values")
-            engine.run_into(self._binding, frames_address, num_frames, scores_address)
+            engine.run_into(binding, frames_address, num_frames, scores_address)
         except BaseException:
             buffer.abandon_window()
             self._failed = True
@@ -223,19 +229,21 @@ class PythonFeatureScorer:
             logger.debug("%s: %d frames, compute %.2f ms, RTF %.4f", self.get_segment_name(),
                          num_frames, elapsed * 1e3, elapsed / (num_frames * 0.01))
 
-    def _give_back_memory(self, buffer: FrameBuffer, frames: int) -> None:
+    def _give_back_memory(self, serving: _Serving, frames: int) -> None:
         """The memory policy: after a long outlier, storage follows the recent segments again."""
         self._recent.append(frames)
         longest = max(max(self._recent), MIN_FRAMES)
+        buffer = serving.buffer
         if max(buffer.score_capacity, buffer.frame_capacity) > SHRINK_FACTOR * longest:
             buffer.shrink(longest)
-            self._binding.trim_arena = True  # ONNX Runtime's buffers for the outlier go at the next run
+            serving.binding.trim_arena = True  # ONNX Runtime's buffers for the outlier go at the next run
             return_freed_memory()
 
-    def _require_buffer(self, call: str) -> FrameBuffer:
-        if self._buffer is None:
+    def _require_serving(self, call: str) -> _Serving:
+        serving = self._serving
+        if serving is None:
             raise ProtocolError(f"{call}() before init(input_dim, output_dim)")
-        return self._buffer
+        return serving
 
     def reset(self, num_frames: int) -> None:
         """Called by RASR: drop the buffer of ``num_frames`` frames (0 allowed).
@@ -246,18 +254,19 @@ class PythonFeatureScorer:
         count is forgiven.
         """
         num_frames = _count(num_frames, "reset")
-        buffer = self._buffer
-        if buffer is None:
+        serving = self._serving
+        if serving is None:
             if num_frames != 0:
                 raise ProtocolError(f"reset(num_frames={num_frames}) before init(input_dim, output_dim)")
             return
+        buffer = serving.buffer
         held = buffer.count
         forgiven = self._failed or buffer.rejected != self._rejected_seen
         buffer.clear()
         self._failed, self._rejected_seen = False, buffer.rejected
         if held:
             self.segment_count += 1
-            self._give_back_memory(buffer, held)
+            self._give_back_memory(serving, held)
         if num_frames != held and not forgiven:
             raise ProtocolError(f"reset(num_frames={num_frames}): the buffer held {held} frames")
 
@@ -269,7 +278,7 @@ class PythonFeatureScorer:
 
     def get_features(self, num_frames: Optional[int] = None) -> numpy.ndarray:
         """The buffered features, float32 (input_dim, num_frames): a view, no copy."""
-        buffer = self._require_buffer("get_features")
+        buffer = self._require_serving("get_features").buffer
         if num_frames is not None and _count(num_frames, "get_features") != buffer.count:
             raise ProtocolError(f"get_features(num_frames={num_frames}): the buffer holds {buffer.count} frames")
         return buffer.frames().T
@@ -280,7 +289,8 @@ class PythonFeatureScorer:
         from sprintiface.scores import model_posteriors
 
         features = self.get_features(num_frames)
-        return model_posteriors(self._engine, numpy.ascontiguousarray(features.T), self._config.score_kernel).T
+        return model_posteriors(self._serving.engine, numpy.ascontiguousarray(features.T),
+                                self._config.score_kernel).T
 
     def features_to_dataset(self, num_frames: Optional[int] = None):
         """``(dataset, seq_idx)``: the buffered features as a one-segment in-memory dataset."""
@@ -291,7 +301,7 @@ class PythonFeatureScorer:
     @property
     def engine(self) -> Optional[OnnxEngine]:
         """The ONNX engine (None before init)."""
-        return self._engine
+        return self._serving.engine if self._serving is not None else None
 
     @property
     def config(self) -> Config:
