@@ -80,11 +80,14 @@ def return_freed_memory() -> None:
 def mapped_bytes(path: str) -> int:
     """Resident bytes of this process's memory mappings of the file ``path`` (Linux; 0
     elsewhere): file pages in the page cache, shared by every process that maps them."""
+    import re
+
+    mapping = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")  # a mapping's first line: "start-end perms ... path"
     target, total, inside = os.path.realpath(path), 0, False
     try:
         with open("/proc/self/smaps", encoding="utf-8", errors="replace") as smaps:
             for line in smaps:
-                if line[:1].isdigit() or line[:1] in "abcdef" and "-" in line.split(" ", 1)[0]:
+                if mapping.match(line):
                     parts = line.split(None, 5)
                     inside = len(parts) == 6 and parts[5].strip() == target
                 elif inside and line.startswith("Rss:"):

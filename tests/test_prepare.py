@@ -61,6 +61,8 @@ def test_preparing_again_replaces_the_weights_file(tmp_path, mlp_path):
     assert len(first) == len(second) == 1 and first != second
     engine = make_engine(prepared)
     assert engine.prepared and engine.kind == "logits" and engine.logit_bias.shape == (30,)
+    # its weights are used from the mapped weights file (page cache: shared between processes)
+    assert engine.shared_weight_bytes > 0
 
 
 def test_a_plain_model_without_onnx_says_how_to_go_on(mlp_path, tmp_path):
