@@ -60,6 +60,15 @@ def prepared_path(kind, form="shareable"):
     return path
 
 
+def status_bytes(field):
+    """A size from /proc/self/status (``"VmRSS"``, ``"VmHWM"``) in bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
 def features(num_frames, seed=0, dim=INPUT_DIM):
     return numpy.random.default_rng(seed).standard_normal((num_frames, dim)).astype(numpy.float32)
 

@@ -246,9 +246,7 @@ import sys
 sys.path.insert(0, {bench!r})
 import common
 def rss():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) * 1024
+    return common.status_bytes("VmRSS")
 scorer = common.our_scorer("mlp")
 def segment(n, seed):
     x = common.features(n, seed)
@@ -306,9 +304,7 @@ sys.path.insert(0, {bench!r})
 import common
 from rasr_driver import drive_add_feature, drive_get_scores
 def hwm():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) * 1024
+    return common.status_bytes("VmHWM")
 which, num_frames = sys.argv[1], int(sys.argv[2])
 scorer = common.our_scorer("mlp") if which == "ours" else common.reference_scorer("mlp")
 warm = common.features(16)

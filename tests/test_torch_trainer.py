@@ -394,34 +394,26 @@ def test_model_file_and_target_mode_errors_name_what_is_missing(tmp_path):
         rasr_init(f"{base},model_file:{write(tmp_path, MLP_FILE)}", "target-segment-orth")
 
     features, labels = synthetic_segment("x", INPUT_DIM, CLASSES)
+
+    def first_segment_fails(match):
+        with pytest.raises(TrainerError, match=match):
+            sprintiface.feedInputAndTargetAlignment(features=fortran(features), targetAlignment=labels,
+                                                    weights=None, segmentName="x")
+        with pytest.raises(TrainerError):  # RASR's exit() after a failure raises it again
+            sprintiface.exit()
+
     failing = write(tmp_path, "def get_model(epoch):\n    raise ValueError('no such layer')\n", "failing.py")
     rasr_init(f"{base},model_file:{failing}")
-    with pytest.raises(TrainerError, match=r"(?s)get_model\(\) in model_file '.*failing.py' failed.*no such layer"):
-        sprintiface.feedInputAndTargetAlignment(features=fortran(features), targetAlignment=labels, weights=None,
-                                                segmentName="x")
-    with pytest.raises(TrainerError):  # RASR's exit() after a failure raises it again
-        sprintiface.exit()
+    first_segment_fails(r"(?s)get_model\(\) in model_file '.*failing.py' failed.*no such layer")
     no_lengths = write(tmp_path, MLP_FILE.replace("def forward(self, features, lengths):", "def forward(self, features):"),
                        "no_lengths.py")
     rasr_init(f"{base},model_file:{no_lengths}")
-    with pytest.raises(TrainerError, match=r"cannot be called as forward\(features, lengths\).*give forward a lengths"):
-        sprintiface.feedInputAndTargetAlignment(features=fortran(features), targetAlignment=labels, weights=None,
-                                                segmentName="x")
-    with pytest.raises(TrainerError):
-        sprintiface.exit()
+    first_segment_fails(r"cannot be called as forward\(features, lengths\).*give forward a lengths")
     wrong = write(tmp_path, MLP_FILE.replace("CLASSES = 12, 6", "CLASSES = 12, 7"), "wrong.py")
     rasr_init(f"{base},model_file:{wrong},max_seqs:1")
-    with pytest.raises(TrainerError, match=r"wrong.py' gave \(1, \d+, 7\).*expected logits .*C=outputDim=6"):
-        sprintiface.feedInputAndTargetAlignment(features=fortran(features), targetAlignment=labels, weights=None,
-                                                segmentName="x")
-    with pytest.raises(TrainerError):
-        sprintiface.exit()
+    first_segment_fails(r"wrong.py' gave \(1, \d+, 7\).*expected logits .*C=outputDim=6")
     rasr_init(f"{base},model_file:{write(tmp_path, MLP_FILE)},start_epoch:4")
-    with pytest.raises(TrainerError, match=r"starts at epoch 4 \(start_epoch\).*checkpoint '.*am.003.pt' does not"):
-        sprintiface.feedInputAndTargetAlignment(features=fortran(features), targetAlignment=labels, weights=None,
-                                                segmentName="x")
-    with pytest.raises(TrainerError):
-        sprintiface.exit()
+    first_segment_fails(r"starts at epoch 4 \(start_epoch\).*checkpoint '.*am.003.pt' does not")
     rasr_init(f"{base},model_file:{write(tmp_path, MLP_FILE)}", "target-generic")
     with pytest.raises(TrainerError, match="segment 'x' .target-generic. has no alignment.*define train_step"):
         sprintiface.feedInputAndTarget(features=fortran(features), weights=None, segmentName="x",
