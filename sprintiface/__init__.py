@@ -4,7 +4,7 @@ Set ``pymod-name = sprintiface`` in RASR. The module-level names below are
 what RASR calls (always with keyword arguments); they keep RETURNN's
 ``returnn.sprint.interface`` names and parameters and delegate at once:
 
-- feature scorer (recognition, alignment): :mod:`sprintiface.scorer`;
+- feature scorer (recognition, alignment): :mod:`sprintiface.feature_scorer`;
 - trainer (nn-trainer with ``trainer = python-trainer``) and segment ordering
   (``python-segment-order = true``): :mod:`sprintiface.training.session`, whose
   one :class:`~sprintiface.training.session.TrainingProcess` per process holds
@@ -30,7 +30,7 @@ from sprintiface._version import __version__
 from sprintiface.errors import (ConfigError, FeatureError, ModelError, PriorError, ProtocolError,
                                 ScoreError, SprintifaceError, TrainerError)
 from sprintiface.log import logger as _logger
-from sprintiface.scorer import PythonFeatureScorer, init_python_feature_scorer
+from sprintiface.feature_scorer import PythonFeatureScorer, init_python_feature_scorer
 
 
 def _training():
@@ -178,7 +178,7 @@ def make_criterion_class():
 
 def demo():
     """Replay RASR's scorer protocol and a RASR training run on the shipped model."""
-    from sprintiface.replay import run_scorer_demo, run_training_demo
+    from sprintiface.demos import run_scorer_demo, run_training_demo
 
     run_scorer_demo()
     run_training_demo()

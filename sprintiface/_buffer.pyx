@@ -8,7 +8,7 @@ the score kernel finishes in place. It does only what must be compiled: copy a
 frame in (``add_feature``, with the per-call argument checks), hand a row out
 (``get_scores``), finish a window, grow and shrink. Protocol policy (when to
 forgive a reset count, logging, memory policy) lives in the Python scorer
-(sprintiface.scorer), which holds a FrameBuffer and binds its two per-frame
+(sprintiface.feature_scorer), which holds a FrameBuffer and binds its two per-frame
 methods on itself, so that RASR's per-frame calls never enter a Python frame.
 
 ``finish_scores`` runs the same kernel on any float32 (T, C) array: the one

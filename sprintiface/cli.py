@@ -31,15 +31,15 @@ class Progress:
 
 def _demo(args) -> int:
     if args.train:
-        from sprintiface.replay import run_torch_training_demo
+        from sprintiface.demos import run_torch_training_demo
 
         run_torch_training_demo(directory=args.directory, num_epochs=args.epochs, seed=args.seed)
     elif args.trainer:
-        from sprintiface.replay import run_training_demo
+        from sprintiface.demos import run_training_demo
 
         run_training_demo()
     else:
-        from sprintiface.replay import run_scorer_demo
+        from sprintiface.demos import run_scorer_demo
 
         run_scorer_demo(num_segments=args.segments, num_frames=args.frames, seed=args.seed)
     return 0
@@ -60,7 +60,7 @@ def _check_model(args) -> int:
 
     import sprintiface
     from sprintiface.errors import ModelError
-    from sprintiface.replay import rasr_scorer_calls
+    from sprintiface.rasr_calls import rasr_scorer_calls
 
     engine = _engine(args.model, args.output_kind)
     info = engine.interface
@@ -111,7 +111,7 @@ def _score(args) -> int:
     import sprintiface
     from sprintiface._files import atomic_write
     from sprintiface.feature_files import count_segments, read_segments
-    from sprintiface.replay import rasr_scorer_calls
+    from sprintiface.rasr_calls import rasr_scorer_calls
 
     names: List[str] = []
 

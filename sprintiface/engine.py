@@ -13,10 +13,10 @@ from typing import Dict, Optional
 
 import numpy
 
-from sprintiface import graph, model_file
+from sprintiface import onnx_wire, plan
 from sprintiface.config import Config, resolve_model_path
 from sprintiface.errors import ModelError
-from sprintiface.graph import LENGTH_DTYPES, ModelInterface
+from sprintiface.plan import LENGTH_DTYPES, ModelInterface
 
 #: Frames of the warm-up run at load time (so the first segment is not slow).
 WARMUP_FRAMES = 16
@@ -107,10 +107,12 @@ def _trimming_run_options():
 
 def _prepare_in_memory(path, input_name, output_name, length_name, output_kind):
     """A plain model, prepared at load: ``(interface, model bytes)``. The bytes are the
-    graph alone, its weights left in the file (sprintiface.model_file), so the model
+    graph alone, its weights left in the file (sprintiface.onnx_wire), so the model
     is never held twice; only this path imports onnx."""
     try:
         import onnx
+
+        from sprintiface import graph
     except ImportError:
         raise ModelError(
             f"ONNX model {path!r} is not prepared, and preparing it at load needs the onnx package: "
@@ -123,7 +125,7 @@ def _prepare_in_memory(path, input_name, output_name, length_name, output_kind):
         interface = graph.prepare(model, path, input_name, output_name, length_name, output_kind)
         return interface, model.SerializeToString()
     try:
-        model = onnx.load_from_string(model_file.graph_without_weights(path))
+        model = onnx.load_from_string(onnx_wire.graph_without_weights(path))
     except ModelError:
         raise
     except Exception as error:  # onnx raises DecodeError and others
@@ -172,7 +174,7 @@ def _check_session(session, interface: ModelInterface) -> None:
 class OnnxEngine:
     """One ONNX Runtime session plus what is needed to feed it RASR's frames.
 
-    ``interface`` (sprintiface.graph.ModelInterface) says what is fed and read;
+    ``interface`` (sprintiface.plan.ModelInterface) says what is fed and read;
     ``kind`` is what :meth:`forward` and :meth:`run_into` give (the served
     output kind: ``logits`` when a final softmax was cut), ``logit_bias`` a cut
     bias the score kernel adds (float32 (C,)) or None.
@@ -188,11 +190,11 @@ class OnnxEngine:
 
         self.path = path
         options = session_options(intra_op_threads, inter_op_threads)
-        metadata = model_file.read_metadata(path)
+        metadata = onnx_wire.read_metadata(path)
         #: Whether the model was prepared (``sprintiface prepare``): loaded with onnxruntime alone.
-        self.prepared = graph.PLAN_KEY in metadata
+        self.prepared = plan.PLAN_KEY in metadata
         if self.prepared:
-            interface = graph.interface_from_metadata(metadata, path)
+            interface = plan.interface_from_metadata(metadata, path)
             _check_prepared(interface, input_name, output_name, length_name, output_kind)
             source = path
         else:

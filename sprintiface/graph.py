@@ -1,6 +1,7 @@
 """The ONNX graph work: what a model takes and gives, and the cut of its final softmax.
 
-Pure functions on an ``onnx.ModelProto``; nothing here runs ONNX Runtime.
+Pure functions on an ``onnx.ModelProto``; nothing here runs ONNX Runtime. What they decide is
+a :class:`sprintiface.plan.ModelInterface` (the plan, which needs no onnx).
 
 What a frame-synchronous acoustic model may look like:
 
@@ -22,73 +23,14 @@ Runtime) and numerically better (no log of an underflowed probability).
 """
 from __future__ import annotations
 
-import base64
 import os
 from dataclasses import dataclass, replace
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import numpy
 
 from sprintiface.errors import ModelError
-
-#: onnx.TensorProto element types by enum value, named as ONNX names them (lower case).
-ELEMENT_TYPES = {1: "float", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
-                 9: "bool", 10: "float16", 11: "double", 12: "uint32", 13: "uint64", 16: "bfloat16"}
-FLOAT32, INT32, INT64 = 1, 6, 7
-LENGTH_DTYPES = {INT32: numpy.int32, INT64: numpy.int64}
-_KIND_OF_OP = {"Softmax": "probs", "LogSoftmax": "log_probs"}
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """A graph input or output: name, element type (onnx.TensorProto enum value) and
-    shape (per axis an int, a symbolic name, or None), or None for an unknown rank."""
-
-    name: str
-    elem_type: int
-    shape: Optional[Tuple[object, ...]]
-
-    @property
-    def rank(self) -> Optional[int]:
-        return None if self.shape is None else len(self.shape)
-
-    def describe(self) -> str:
-        """E.g. ``'data' float [B, T, 40]``."""
-        type_name = ELEMENT_TYPES.get(self.elem_type, f"type {self.elem_type}")
-        shape = "?" if self.shape is None else "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
-        return f"{self.name!r} {type_name} {shape}"
-
-
-@dataclass(frozen=True)
-class ModelInterface:
-    """How to feed a model and read it, and what its output holds.
-
-    ``output_kind`` is what the model's own output holds; ``served_output`` and
-    ``served_kind`` what the engine reads once a final Softmax/LogSoftmax is cut
-    (else the output itself); ``logit_bias`` float32 (C,) is a bias Add cut with it.
-    ``input_dim`` / ``output_dim`` are the static feature and class axes (None
-    when dynamic).
-    """
-
-    path: str
-    inputs: Tuple[TensorInfo, ...]
-    outputs: Tuple[TensorInfo, ...]
-    feature_input: TensorInfo
-    length_input: Optional[TensorInfo]
-    output: TensorInfo
-    output_op: Optional[str]
-    output_kind: str
-    served_output: str
-    served_kind: str
-    logit_bias: Optional[numpy.ndarray]
-    input_dim: Optional[int]
-    output_dim: Optional[int]
-
-    @property
-    def cut(self) -> bool:
-        """Whether a final Softmax/LogSoftmax is applied by sprintiface instead of the graph."""
-        return self.served_output != self.output.name
-
+from sprintiface.plan import FLOAT32, KIND_OF_OP, LENGTH_DTYPES, ModelInterface, TensorInfo
 
 def load(path: str):
     """The ModelProto at ``path``; ModelError when it cannot be read."""
@@ -228,7 +170,6 @@ def _cast_to(node) -> Optional[int]:
 
 
 _FLOAT_TYPES = (1, 10, 11, 16)  # float, float16, double, bfloat16
-_KIND_OF_OP = {"Softmax": "probs", "LogSoftmax": "log_probs"}
 
 
 def _through_casts(graph, name: str):
@@ -259,8 +200,8 @@ def _final_normalisation(graph, name: str) -> Optional[_Normalisation]:
     node, walked = _through_casts(graph, name)
     if node is None:
         return None
-    if node.op_type in _KIND_OF_OP:
-        return _Normalisation(_KIND_OF_OP[node.op_type], node, tuple(walked) + (node,))
+    if node.op_type in KIND_OF_OP:
+        return _Normalisation(KIND_OF_OP[node.op_type], node, tuple(walked) + (node,))
     if node.op_type not in ("Log", "Neg"):
         return None
     inner = _final_normalisation(graph, node.input[0])
@@ -440,68 +381,3 @@ def prepare(model, path: str, input_name: Optional[str] = None, output_name: Opt
     interface = cut_normalisation(model, interface)
     forget_static_shapes(model, interface)
     return interface
-
-
-# -- what `sprintiface prepare` records in the model ---------------------------------
-
-#: The metadata_props key of a prepared model's plan (a JSON ModelInterface).
-PLAN_KEY = "sprintiface.plan"
-PLAN_VERSION = 1
-
-
-def _tensor_to_json(tensor: TensorInfo) -> dict:
-    return {"name": tensor.name, "elem_type": tensor.elem_type,
-            "shape": None if tensor.shape is None else list(tensor.shape)}
-
-
-def _tensor_from_json(value: dict) -> TensorInfo:
-    shape = value["shape"]
-    return TensorInfo(value["name"], int(value["elem_type"]), None if shape is None else tuple(shape))
-
-
-def interface_to_metadata(interface: ModelInterface) -> Dict[str, str]:
-    """The metadata_props entries that let a prepared model load without the onnx package."""
-    import json
-
-    bias = interface.logit_bias
-    plan = {
-        "version": PLAN_VERSION,
-        "inputs": [_tensor_to_json(t) for t in interface.inputs],
-        "outputs": [_tensor_to_json(t) for t in interface.outputs],
-        "feature_input": interface.feature_input.name,
-        "length_input": interface.length_input.name if interface.length_input else None,
-        "output": interface.output.name, "output_op": interface.output_op, "output_kind": interface.output_kind,
-        "served_output": interface.served_output, "served_kind": interface.served_kind,
-        # float32, little-endian, base64: bit-exact
-        "logit_bias": None if bias is None else base64.b64encode(bias.astype("<f4").tobytes()).decode("ascii"),
-        "input_dim": interface.input_dim, "output_dim": interface.output_dim,
-    }
-    return {PLAN_KEY: json.dumps(plan, separators=(",", ":"))}
-
-
-def interface_from_metadata(metadata: Dict[str, str], path: str) -> ModelInterface:
-    """The ModelInterface a prepared model records (see :func:`interface_to_metadata`)."""
-    import json
-
-    try:
-        plan = json.loads(metadata[PLAN_KEY])
-        if plan.get("version") != PLAN_VERSION:
-            raise ModelError(f"ONNX model {path!r} was prepared by a sprintiface with plan version "
-                             f"{plan.get('version')}, this one reads version {PLAN_VERSION}: prepare it again")
-        inputs = tuple(_tensor_from_json(t) for t in plan["inputs"])
-        outputs = tuple(_tensor_from_json(t) for t in plan["outputs"])
-        by_name = {t.name: t for t in inputs + outputs}
-        bias = plan["logit_bias"]
-        return ModelInterface(
-            path=path, inputs=inputs, outputs=outputs, feature_input=by_name[plan["feature_input"]],
-            length_input=by_name[plan["length_input"]] if plan["length_input"] else None,
-            output=by_name[plan["output"]], output_op=plan["output_op"], output_kind=plan["output_kind"],
-            served_output=plan["served_output"], served_kind=plan["served_kind"],
-            logit_bias=None if bias is None else numpy.frombuffer(base64.b64decode(bias), dtype="<f4").astype(
-                numpy.float32),
-            input_dim=plan["input_dim"], output_dim=plan["output_dim"])
-    except ModelError:
-        raise
-    except (KeyError, TypeError, ValueError) as error:
-        raise ModelError(f"ONNX model {path!r}: its {PLAN_KEY} metadata is damaged ({type(error).__name__}: "
-                         f"{error}); prepare it again with `sprintiface prepare`") from None

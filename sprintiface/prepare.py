@@ -33,7 +33,7 @@ from typing import Dict, List, Optional
 
 import numpy
 
-from sprintiface import graph, model_file
+from sprintiface import graph, onnx_wire, plan
 from sprintiface.engine import packing_target
 from sprintiface.errors import ModelError
 
@@ -60,7 +60,7 @@ class Prepared:
     path: str
     files: List[str]
     form: str                      # "shareable" or "plain"
-    interface: graph.ModelInterface
+    interface: plan.ModelInterface
     packed_for: Optional[Dict[str, object]] = None
     quantization: Optional[QuantizationReport] = None
     notes: List[str] = field(default_factory=list)
@@ -96,11 +96,11 @@ def prepare_model(source: str, output: str, *, plain: bool = False, quantize: bo
         raise ModelError(f"prepare: the output's directory {directory!r} does not exist")
     model = graph.load(source)
     recorded = {p.key: p.value for p in model.metadata_props}
-    if graph.PLAN_KEY in recorded:  # prepared already (another form, or to quantize): its plan holds
-        interface = graph.interface_from_metadata(recorded, source)
+    if plan.PLAN_KEY in recorded:  # prepared already (another form, or to quantize): its plan holds
+        interface = plan.interface_from_metadata(recorded, source)
     else:
         interface = graph.prepare(model, source, input_name, output_name, length_name, output_kind)
-    metadata = graph.interface_to_metadata(interface)
+    metadata = plan.interface_to_metadata(interface)
     metadata[PREPARED_BY_KEY] = json.dumps({"sprintiface": __version__, "source": os.path.basename(source),
                                             "quantized": quantize})
     work = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.", dir=directory)
@@ -136,7 +136,7 @@ def _save_with_external_weights(onnx, model, path: str, page: int = 4096) -> Non
     offset = 0
     with open(os.path.join(os.path.dirname(path), data_name), "wb") as data:
         for tensor in model.graph.initializer:
-            if not tensor.HasField("raw_data") or len(tensor.raw_data) < model_file.EXTERNAL_MIN_BYTES:
+            if not tensor.HasField("raw_data") or len(tensor.raw_data) < onnx_wire.EXTERNAL_MIN_BYTES:
                 continue
             padding = (-offset) % page
             data.write(b"\0" * padding)
@@ -165,7 +165,7 @@ def _write_shareable(onnx, model, output, work, interface, report) -> Prepared:
     options.optimized_model_filepath = staged
     options.add_session_config_entry("session.optimized_model_external_initializers_file_name", data_name)
     options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
-                                     str(model_file.EXTERNAL_MIN_BYTES))
+                                     str(onnx_wire.EXTERNAL_MIN_BYTES))
     options.add_session_config_entry("session.save_external_prepacked_constant_initializers", "1")
     try:
         onnxruntime.InferenceSession(staged_source, options, providers=["CPUExecutionProvider"])
@@ -174,10 +174,10 @@ def _write_shareable(onnx, model, output, work, interface, report) -> Prepared:
     packed_for = dict(packing_target(), weights=data_name)
     entries = {key: value for key, value in ((p.key, p.value) for p in model.metadata_props)}
     entries[PACKED_FOR_KEY] = json.dumps(packed_for, separators=(",", ":"))
-    written = model_file.read_metadata(staged)
+    written = onnx_wire.read_metadata(staged)
     missing = {key: value for key, value in entries.items() if written.get(key) != value}
     if missing:
-        model_file.append_metadata(staged, missing)
+        onnx_wire.append_metadata(staged, missing)
     final_data = os.path.join(os.path.dirname(os.path.abspath(output)), data_name)
     os.replace(os.path.join(work, data_name), final_data)
     os.replace(staged, output)  # the model last: until here an earlier OUT stays whole

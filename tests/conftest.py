@@ -16,7 +16,7 @@ from onnx_models import build_blstm, build_mlp, save_model  # noqa: E402
 
 
 @pytest.fixture
-def model_file(tmp_path):
+def write_model(tmp_path):
     """Write an ONNX model to a file in tmp_path; returns its path."""
     counter = iter(range(1000))
 
@@ -29,13 +29,13 @@ def model_file(tmp_path):
 
 
 @pytest.fixture
-def mlp_path(model_file):
-    return model_file(build_mlp(12, 30, (16,), seed=1), "mlp.onnx")
+def mlp_path(write_model):
+    return write_model(build_mlp(12, 30, (16,), seed=1), "mlp.onnx")
 
 
 @pytest.fixture
-def blstm_path(model_file):
-    return model_file(build_blstm(12, 30, hidden=8, seed=2), "blstm.onnx")
+def blstm_path(write_model):
+    return write_model(build_blstm(12, 30, hidden=8, seed=2), "blstm.onnx")
 
 
 def rasr_scorer(config, input_dim, output_dim):

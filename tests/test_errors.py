@@ -102,13 +102,13 @@ def test_score_of_an_empty_feature_file(tmp_path, mlp_path, capsys):
     assert "holds no segments" in capsys.readouterr().err
 
 
-def test_check_model_with_a_dynamic_feature_axis(model_file, capsys):
+def test_check_model_with_a_dynamic_feature_axis(write_model, capsys):
     from onnx import TensorProto, helper
 
     graph = helper.make_graph([helper.make_node("Softmax", ["data"], ["output"], axis=-1)], "dynamic",
                               [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["B", "T", "F"])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["B", "T", "F"])])
-    path = model_file(onnx_model(graph))
+    path = write_model(onnx_model(graph))
     assert main(["check-model", path, "--output-dim", "7"]) == 2
     assert "its feature axis is dynamic" in capsys.readouterr().err
     assert main(["check-model", path, "--input-dim", "7", "--output-dim", "7"]) == 0

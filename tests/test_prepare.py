@@ -12,7 +12,7 @@ from onnx_models import build_blstm, build_mlp
 
 from sprintiface import ModelError
 from sprintiface.cli import main
-from sprintiface.model_file import append_metadata, read_metadata
+from sprintiface.onnx_wire import append_metadata, read_metadata
 
 WITHOUT_ONNX = textwrap.dedent("""
     import sys, numpy
@@ -32,8 +32,8 @@ WITHOUT_ONNX = textwrap.dedent("""
 
 @pytest.mark.parametrize("form", [[], ["--plain"]])
 @pytest.mark.parametrize("builder", [build_mlp, build_blstm])
-def test_prepared_model_scores_without_onnx(tmp_path, model_file, form, builder, capsys):
-    source = model_file(builder(12, 30, seed=4))
+def test_prepared_model_scores_without_onnx(tmp_path, write_model, form, builder, capsys):
+    source = write_model(builder(12, 30, seed=4))
     prepared = str(tmp_path / "am.prepared.onnx")
     assert main(["prepare", source, "-o", prepared] + form) == 0
     out = capsys.readouterr().out
@@ -86,8 +86,8 @@ def test_prepared_plan_wins_over_config_and_damage_is_named(tmp_path, mlp_path):
         rasr_scorer(f"onnx:{prepared}", 12, 30)
 
 
-def test_quantize_reports_accuracy_and_speed(tmp_path, model_file, capsys):
-    source = model_file(build_mlp(40, 200, (128, 128), seed=5))
+def test_quantize_reports_accuracy_and_speed(tmp_path, write_model, capsys):
+    source = write_model(build_mlp(40, 200, (128, 128), seed=5))
     numpy.savez(tmp_path / "sample.npz", a=features(300, 40, 1), b=features(200, 40, 2))
     prepared = str(tmp_path / "am.int8.onnx")
     assert main(["prepare", source, "-o", prepared, "--quantize", "--features", str(tmp_path / "sample.npz")]) == 0

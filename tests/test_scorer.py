@@ -27,12 +27,12 @@ def expected_scores(path, x, kind, prior_term=None):
 
 @pytest.mark.parametrize("kind", ["probs", "log_probs", "logits", "scores"])
 @pytest.mark.parametrize("architecture", ["mlp", "blstm"])
-def test_scores_match_bare_onnxruntime(model_file, kind, architecture):
+def test_scores_match_bare_onnxruntime(write_model, kind, architecture):
     if architecture == "mlp":
         model = build_mlp(12, 30, (16,), seed=3, output_kind=kind)
     else:
         model = build_blstm(12, 30, hidden=8, seed=3, output_kind=kind)
-    path = model_file(model)
+    path = write_model(model)
     config = f"onnx:{path}" + ("" if kind in ("probs", "log_probs") else f",output_kind:{kind}")
     scorer = rasr_scorer(config, 12, 30)
     for seed, num_frames in enumerate([57, 3, 120]):
@@ -55,7 +55,7 @@ def test_a_blstm_is_cut_too(blstm_path):
     assert engine.kind == "logits" and engine.logit_bias.shape == (30,)
 
 
-def test_bias_first_and_broadcast_bias_shapes_are_cut_too(model_file):
+def test_bias_first_and_broadcast_bias_shapes_are_cut_too(write_model):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = numpy.random.default_rng(0)
@@ -67,27 +67,27 @@ def test_bias_first_and_broadcast_bias_shapes_are_cut_too(model_file):
         "g", [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["B", "T", 6])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["B", "T", 5])],
         initializer=[numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "b")])
-    path = model_file(onnx_model(graph))
+    path = write_model(onnx_model(graph))
     assert make_engine(path).interface.served_output == "mm"
     x = features(9, 6)
     numpy.testing.assert_allclose(score_segment(rasr_scorer(f"onnx:{path}", 6, 5), x),
                                   -numpy.log(bare_run(path, x)), rtol=2e-5, atol=2e-5)
 
 
-def test_unbatched_model_and_int64_length(model_file):
-    path = model_file(build_mlp(12, 30, (16,), batched=False))
+def test_unbatched_model_and_int64_length(write_model):
+    path = write_model(build_mlp(12, 30, (16,), batched=False))
     x = features(40, 12)
     numpy.testing.assert_allclose(score_segment(rasr_scorer(f"onnx:{path}", 12, 30), x),
                                   -numpy.log(bare_run(path, x)), rtol=2e-5, atol=2e-5)
-    path = model_file(build_blstm(12, 30, hidden=8, length_type="int64"))
+    path = write_model(build_blstm(12, 30, hidden=8, length_type="int64"))
     numpy.testing.assert_allclose(score_segment(rasr_scorer(f"onnx:{path}", 12, 30), x),
                                   -numpy.log(bare_run(path, x)), rtol=2e-5, atol=2e-5)
 
 
-def test_returnn_and_torch_style_models_load_with_onnx_only(model_file):
-    returnn = model_file(build_blstm(12, 30, hidden=8, input_name="data", length_name="data:size1",
+def test_returnn_and_torch_style_models_load_with_onnx_only(write_model):
+    returnn = write_model(build_blstm(12, 30, hidden=8, input_name="data", length_name="data:size1",
                                      output_name="output"))
-    torch_like = model_file(build_mlp(12, 30, (16,), input_name="input", output_name="logits_softmax",
+    torch_like = write_model(build_mlp(12, 30, (16,), input_name="input", output_name="logits_softmax",
                                       opset=17))
     for path in (returnn, torch_like):
         scorer = rasr_scorer(f"onnx:{path}", 12, 30)
@@ -244,7 +244,7 @@ def test_strided_frames_are_accepted_lists_are_not(mlp_path):
     numpy.testing.assert_allclose(got, -numpy.log(bare_run(mlp_path, x)), rtol=2e-5, atol=2e-5)
 
 
-def test_non_finite_scores_name_segment_and_frame(model_file):
+def test_non_finite_scores_name_segment_and_frame(write_model):
     from onnx import TensorProto, helper
 
     # log(x) of the input: a negative feature gives NaN at a known frame.
@@ -252,7 +252,7 @@ def test_non_finite_scores_name_segment_and_frame(model_file):
         [helper.make_node("Log", ["data"], ["output"])], "log",
         [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["B", "T", 4])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["B", "T", 4])])
-    path = model_file(onnx_model(graph))
+    path = write_model(onnx_model(graph))
     scorer = rasr_scorer(f"onnx:{path},output_kind:log_probs", 4, 4)
     x = numpy.ones((6, 4), numpy.float32)
     x[4, 2] = -1.0
@@ -265,12 +265,12 @@ def test_non_finite_scores_name_segment_and_frame(model_file):
     numpy.testing.assert_array_equal(got, numpy.zeros((3, 4), numpy.float32))
 
 
-def test_model_errors(model_file, mlp_path, tmp_path):
+def test_model_errors(write_model, mlp_path, tmp_path):
     with pytest.raises(ModelError, match="takes features of dim 12.*feature-dimension is 13"):
         rasr_scorer(f"onnx:{mlp_path}", 13, 30)
     with pytest.raises(ModelError, match="gives 30 classes.*output dimension.*is 31"):
         rasr_scorer(f"onnx:{mlp_path}", 12, 31)
-    logits = model_file(build_mlp(12, 30, (16,), output_kind="logits"))
+    logits = write_model(build_mlp(12, 30, (16,), output_kind="logits"))
     with pytest.raises(ModelError, match="cannot tell what output 'output' holds.*Identity.*set output_kind"):
         rasr_scorer(f"onnx:{logits}", 12, 30)
     garbage = tmp_path / "garbage.onnx"
@@ -279,14 +279,14 @@ def test_model_errors(model_file, mlp_path, tmp_path):
         rasr_scorer(f"onnx:{garbage}", 12, 30)
 
 
-def test_ambiguous_inputs_ask_for_a_name(model_file):
+def test_ambiguous_inputs_ask_for_a_name(write_model):
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
         [helper.make_node("Add", ["a", "b"], ["sum"]), helper.make_node("Softmax", ["sum"], ["output"], axis=-1)],
         "two", [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["B", "T", 4]) for name in ("a", "b")],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["B", "T", 4])])
-    path = model_file(onnx_model(graph))
+    path = write_model(onnx_model(graph))
     with pytest.raises(ModelError, match="several candidates for the feature input.*set input_name"):
         rasr_scorer(f"onnx:{path}", 4, 4)
     with pytest.raises(ModelError, match=r"input\(s\) 'b'.*cannot feed"):
@@ -326,9 +326,9 @@ def test_positive_buffer_size_warns_of_rasrs_abort(mlp_path, caplog):
                for record in caplog.records)
 
 
-def test_returnn_model_prefix_and_epoch(tmp_path, model_file):
+def test_returnn_model_prefix_and_epoch(tmp_path, write_model):
     (tmp_path / "net-model").mkdir()
-    model_file(build_mlp(12, 30, (16,)), "net-model/network.080.onnx")
+    write_model(build_mlp(12, 30, (16,)), "net-model/network.080.onnx")
     scorer = rasr_scorer(f"model:{tmp_path}/net-model/network,epoch:80", 12, 30)
     assert scorer.engine.path.endswith("network.080.onnx")
     with pytest.raises(ConfigError, match=r"resolve to .*network\.081\.onnx.*does not exist"):
@@ -397,7 +397,7 @@ def test_a_summary_at_exit_a_line_per_segment_at_debug(mlp_path, caplog):
 
 
 def test_memory_follows_the_work_after_an_outlier(mlp_path):
-    from sprintiface.scorer import RECENT_SEGMENTS
+    from sprintiface.feature_scorer import RECENT_SEGMENTS
 
     scorer = rasr_scorer(f"onnx:{mlp_path},log_level:warning", 12, 30)
     score_segment(scorer, features(300, 12))
@@ -426,7 +426,7 @@ def test_score_kernel_is_pinned_by_config(mlp_path):
         load_config("score_kernel:sse9")
 
 
-def test_a_length_baked_into_the_graph_is_a_model_error(model_file):
+def test_a_length_baked_into_the_graph_is_a_model_error(write_model):
     # A traced export can record the example's T in a Reshape: it then runs at that T only.
     from onnx import TensorProto, helper, numpy_helper
 
@@ -438,14 +438,14 @@ def test_a_length_baked_into_the_graph_is_a_model_error(model_file):
         initializer=[numpy_helper.from_array(numpy.array([1, 50, 4], numpy.int64), "shape"),
                      numpy_helper.from_array(numpy.ones((4, 3), numpy.float32), "W")])
     with pytest.raises(ModelError, match="does not run on 16 frames.*baked its example length"):
-        rasr_scorer(f"onnx:{model_file(onnx_model(graph))}", 4, 3)
+        rasr_scorer(f"onnx:{write_model(onnx_model(graph))}", 4, 3)
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e3, 1e8])
-def test_bias_and_log_softmax_stay_exact_at_extreme_logits(model_file, scale):
+def test_bias_and_log_softmax_stay_exact_at_extreme_logits(write_model, scale):
     # The cut bias is added before the log-softmax, rounded as the model's Add rounds it:
     # scores match a bare run of the model's own LogSoftmax at any magnitude.
-    path = model_file(build_mlp(12, 30, (16,), seed=6, output_kind="log_probs"))
+    path = write_model(build_mlp(12, 30, (16,), seed=6, output_kind="log_probs"))
     x = features(40, 12, seed=7) * numpy.float32(scale)
     expected = -bare_run(path, x).astype(numpy.float64)
     got = score_segment(rasr_scorer(f"onnx:{path},log_level:warning", 12, 30), x)

@@ -17,7 +17,7 @@ from conftest import end_training_session, rasr_scorer, score_segment
 
 import sprintiface
 from sprintiface import ConfigError, TrainerError
-from sprintiface.replay import TORCH_DEMO_MODEL_FILE, frame_error_rate, synthetic_segment
+from sprintiface.demos import TORCH_DEMO_MODEL_FILE, frame_error_rate, synthetic_segment
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
@@ -276,7 +276,7 @@ def test_gradient_accumulation_averages_mini_batches(tmp_path):
 
 KILLED_JOB = textwrap.dedent("""
     import os, sys, numpy, sprintiface
-    from sprintiface.replay import synthetic_segment
+    from sprintiface.demos import synthetic_segment
     config, stop = sys.argv[1], int(sys.argv[2])
     names = ["train/%d" % i for i in range(10)]
     for index, name in enumerate(sprintiface.getSegmentList(corpusName="train", segmentList=names,
@@ -422,7 +422,7 @@ def test_model_file_and_target_mode_errors_name_what_is_missing(tmp_path):
 
 RANK_JOB = textwrap.dedent("""
     import json, os, sys, numpy, sprintiface
-    from sprintiface.replay import synthetic_segment
+    from sprintiface.demos import synthetic_segment
     config, mine, mode = sys.argv[1], set(sys.argv[2].split(",")), sys.argv[3]
     names = ["train/%d" % i for i in range(9)]
     trainer = None

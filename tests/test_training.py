@@ -49,7 +49,7 @@ def test_forwarding_returns_fortran_posteriors(mlp_path):
     sprintiface.exit()
 
 
-def _downsampling_model(model_file):
+def _downsampling_model(write_model):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = numpy.random.default_rng(0)
@@ -62,11 +62,11 @@ def _downsampling_model(model_file):
         initializer=[numpy_helper.from_array(rng.standard_normal((12, 30)).astype(numpy.float32), "W")]
         + [numpy_helper.from_array(numpy.array([v], numpy.int64), n)
            for n, v in (("start", 0), ("end", 2**62), ("axis", 1), ("step", 2))])
-    return model_file(onnx_model(graph))
+    return write_model(onnx_model(graph))
 
 
-def test_downsampling_needs_allow_downsampling(model_file):
-    path = _downsampling_model(model_file)
+def test_downsampling_needs_allow_downsampling(write_model):
+    path = _downsampling_model(write_model)
     rasr_init(f"action:forward,onnx:{path}", "forward-only")
     with pytest.raises(FeatureError, match=r"posteriors of shape \(5, 30\) .* for 10 frames.*allowDownsampling"):
         sprintiface.feedInputForwarding(features=rasr_features(10), weights=None, segmentName="s")
@@ -502,7 +502,7 @@ def test_every_process_goes_through_every_epoch_of_the_schedule():
 
 TORCH_FREE = textwrap.dedent("""
     import sys, numpy, sprintiface
-    from sprintiface.replay import rasr_scorer_calls
+    from sprintiface.rasr_calls import rasr_scorer_calls
     config = ("action:train,trainer:torch,model_file:am.py,model:out/am,learning_rate:0.001,max_seqs:8,max_frames:2000,"
               "accum_grad_multiple_step:2,torch_threads:1,onnx_exporter:torchscript,num_epochs:3")
     # RASR passes the trainer's config to the segment ordering too

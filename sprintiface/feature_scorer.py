@@ -160,14 +160,20 @@ class PythonFeatureScorer:
         return numpy.ascontiguousarray(log_prior * numpy.float32(config.prior_scale), dtype=numpy.float32)
 
     def exit(self) -> None:
-        """Called by RASR when it shuts the scorer down: logs the job's summary."""
+        """Called by RASR when it shuts the scorer down: logs the job's summary.
+
+        RASR calls exit() right after the last segment's get_scores, with no reset
+        for it: a buffer still held is that last segment and is counted.
+        """
+        serving = self._serving
+        if serving is not None and serving.buffer.count:
+            self.segment_count += 1
+            serving.buffer.clear()
         if self._frames_scored:
             # RASR's frames are 10 ms apart: the real-time factor RASR's ONNX scorer reports.
             logger.info("scorer done: %d segments, %d frames, compute %.3f s, RTF %.4f", self.segment_count,
                         self._frames_scored, self._compute_seconds,
                         self._compute_seconds / (self._frames_scored * 0.01))
-        if self._serving is not None:
-            self._serving.buffer.clear()
 
     def get_feature_buffer_size(self) -> int:
         """Called by RASR: frames per buffer; -1 is no limit (whole segments)."""

@@ -1,10 +1,9 @@
-"""Replays of RASR's call sequences, and the demos built on them.
+"""The demos (``sprintiface demo``): RASR's calls replayed on the model shipped in the package.
 
-``rasr_scorer_calls`` drives a feature scorer exactly as RASR's
-PythonFeatureScorer does (module init, init, add_feature per frame, compute,
-get_scores, reset, exit; keyword arguments only): the command line's ``score``
-uses it. ``run_scorer_demo`` and ``run_training_demo`` replay RASR on the model
-shipped in the package (``sprintiface demo``).
+``run_scorer_demo`` scores synthetic segments through :mod:`sprintiface.rasr_calls`,
+``run_training_demo`` replays a RASR training run into the dump trainer, and
+``run_torch_training_demo`` trains a PyTorch model through RASR's trainer calls and
+recognises with each epoch's export.
 """
 from __future__ import annotations
 
@@ -13,37 +12,7 @@ from typing import Optional, TextIO
 
 import numpy
 
-
-def rasr_scorer_calls(module, config: str, segments, input_dim: int, output_dim: int):
-    """Replay RASR's feature-scorer protocol on ``module``; yields (segment index, scores (T, C) copy).
-
-    ``segments``: iterable of float32 (T, input_dim) arrays. Each frame goes in
-    as a fresh C-contiguous array, as RASR makes one per call; each score row is
-    copied out, as RASR does.
-    """
-    scorer = module.init(name="Sprint.PythonControl", sprint_unit="PythonFeatureScorer", reference=None,
-                         callback=lambda *args: None, version_number=5, config=config)
-    if scorer is None:
-        raise RuntimeError("init() returned None, which RASR treats as a fatal error")
-    scorer.init(input_dim=input_dim, output_dim=output_dim)
-    buffer_size = scorer.get_feature_buffer_size()
-    chunk = None if buffer_size == -1 else buffer_size
-    for index, features in enumerate(segments):
-        total = features.shape[0]
-        scores = numpy.empty((total, output_dim), dtype=numpy.float32)
-        start = 0
-        while start < total:
-            stop = total if chunk is None else min(total, start + chunk)
-            for time_index in range(stop - start):
-                scorer.add_feature(feature=numpy.array(features[start + time_index], dtype=numpy.float32),
-                                   time=time_index)
-            scorer.compute(num_frames=stop - start)
-            for time_index in range(stop - start):
-                scores[start + time_index] = scorer.get_scores(time=time_index)
-            scorer.reset(num_frames=stop - start)
-            start = stop
-        yield index, scores
-    scorer.exit()
+from sprintiface.rasr_calls import rasr_scorer_calls
 
 
 def run_scorer_demo(num_segments: int = 3, num_frames: int = 500, seed: int = 0,
