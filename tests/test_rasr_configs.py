@@ -343,3 +343,25 @@ def test_each_torch_trainer_block_runs_through_rasrs_calls(block, tmp_path):
     parsed = drive_trainer(block, tmp_path)
     prefix = tmp_path / os.path.basename(parsed.model)
     assert os.path.exists(f"{prefix}.001.onnx") and os.path.exists(f"{prefix}.001.pt")
+
+
+def segment_order_blocks():
+    return [b for b in BLOCKS if uses_sprintiface(parse(b.text)) and value(parse(b.text), "trainer") is None
+            and value(parse(b.text), "python-segment-order") == "true"]
+
+
+@pytest.mark.parametrize("block", segment_order_blocks(), ids=[b.where for b in segment_order_blocks()])
+def test_each_segment_order_block_runs_through_rasrs_call(block):
+    config = parse(block.text)
+    names = [f"corpus/s{index}" for index in range(8)]
+    info = {name: {"time": 0.1 * (index % 3 + 1)} for index, name in enumerate(names)}
+    if value(config, "python-segment-order-with-segment-info") != "true":
+        info = None
+    try:
+        handed = list(sprintiface.getSegmentList(corpusName="corpus", segmentList=names, segmentsInfo=info,
+                                                 config=value(config, "python-segment-order-config")))
+    finally:
+        end_training_session()
+    epochs = load_config(value(config, "python-segment-order-config")).num_epochs
+    assert len(handed) == len(names) * epochs // load_config(value(config, "python-segment-order-config")).partition_epoch
+    assert set(handed) == set(names)
