@@ -44,3 +44,71 @@ def write_dummy_mixtures(path: str, num_classes: int, dim: int) -> None:
     data = dummy_mixture_set(num_classes, dim)
     with atomic_write(path, "wb") as file:
         file.write(data)
+
+
+def prior_from_mixture_set(path: str):
+    """log p(s) from the mixture weights of the mixture-set file at ``path``, as RASR's
+    ``Nn::Prior::setFromMixtureSet`` computes it for a scorer without ``prior-file``:
+    each mixture's density weights summed, divided by the sum over all mixtures, log.
+
+    RASR uses the raw weights only with ``normalize-mixture-weights = false`` (what
+    i6_core's ReturnnScorer sets when it has no prior file); with RASR's default
+    ``true`` every mixture's weights sum to 1 and that prior is uniform.
+
+    Reads RASR's binary estimator layout, version 2 (the layout of
+    :func:`dummy_mixture_set`); anything else is a ConfigError naming the file and
+    what was found. Returns float64 (mixtures,), +log space.
+    """
+    import numpy
+
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as error:
+        raise ConfigError(f"mixture set {path!r} cannot be read: {error.strerror or error}") from None
+    offset = 0
+
+    def take(fmt: str):
+        nonlocal offset
+        size = struct.calcsize(fmt)
+        if offset + size > len(data):
+            raise ConfigError(f"mixture set {path!r}: the file ends at byte {len(data)}, expected {offset + size} "
+                              f"bytes or more (RASR's binary estimator layout, version 2)")
+        values = struct.unpack_from(fmt, data, offset)
+        offset += size
+        return values
+
+    if data[:8] != b"MIXSET\0\0":
+        raise ConfigError(f"mixture set {path!r}: expected RASR's binary estimator layout (starts with MIXSET), "
+                          f"got {data[:8]!r}; make a prior with `sprintiface estimate-prior` instead")
+    offset = 8
+    version, dim = take("<II")
+    if version != 2:
+        raise ConfigError(f"mixture set {path!r}: expected version 2 of RASR's estimator layout, got {version}")
+    for _ in range(2):  # mean accumulators, then covariance accumulators
+        (count,) = take("<I")
+        for _ in range(count):
+            (size,) = take("<I")
+            if size != dim:
+                raise ConfigError(f"mixture set {path!r}: an accumulator of size {size} at byte {offset - 4}, "
+                                  f"expected the dimension {dim}")
+            take(f"<{size}dd")
+    (densities,) = take("<I")
+    take(f"<{2 * densities}I")
+    (mixtures,) = take("<I")
+    totals = numpy.zeros(mixtures, dtype=numpy.float64)
+    for mixture in range(mixtures):
+        (count,) = take("<I")
+        for _ in range(count):
+            _, weight = take("<Id")
+            totals[mixture] += weight
+    if offset != len(data):
+        raise ConfigError(f"mixture set {path!r}: {len(data) - offset} bytes after the last mixture, expected none")
+    if not mixtures:
+        raise ConfigError(f"mixture set {path!r} holds no mixtures, expected one per class")
+    good = numpy.isfinite(totals) & (totals > 0)
+    if not good.all():
+        bad = int(numpy.flatnonzero(~good)[0])
+        raise ConfigError(f"mixture set {path!r}: mixture {bad} has total weight {totals[bad]}, "
+                          f"expected a finite count > 0 for every mixture")
+    return numpy.log(totals / totals.sum())

@@ -35,6 +35,13 @@ A trainer class with ``writes_model = True`` takes the config key ``model`` as
 the prefix of what it writes (checkpoints, exports), so the session loads no
 ONNX model from it.
 
+A trainer class with ``needs_segments = True`` (the default; ``trainer:dump`` and
+``trainer:torch``) gets whole, named segments only: a call with ``segmentName``
+None — what RASR's nn-trainer sends without ``buffer-type = utterance``, shuffled
+mini-batches of frames across segments — is refused by the session with a
+ConfigError naming ``buffer-type = utterance`` and ``shuffle = false``, before the
+trainer sees it. A trainer that learns from frame batches sets it to False.
+
 Choose the trainer with ``trainer:<name>`` (built in: ``dump``, ``torch``) or
 ``trainer:package.module:factory``; the factory is called as
 ``factory(config=, input_dim=, output_dim=, target_mode=)`` plus, if its
@@ -90,6 +97,11 @@ class Trainer:
 
     #: Whether config key ``model`` names what this trainer writes, not a model to load.
     writes_model: bool = False
+    #: Whether this trainer needs RASR's whole, named segments (nn-trainer with
+    #: ``buffer-type = utterance``, ``shuffle = false``). True: the session refuses a
+    #: call with ``segmentName`` None (a shuffled mini-batch of frames) with a
+    #: ConfigError. False: such calls reach the trainer, as a Segment named None.
+    needs_segments: bool = True
 
     def __init__(self, config: Config, input_dim: int, output_dim: int, target_mode: str, engine=None, *,
                  allow_downsampling: bool = False, cuda_enabled: bool = False, cuda_active_gpu: int = -1):

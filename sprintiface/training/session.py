@@ -19,6 +19,13 @@ Actions (``action`` in pymod-config, required as in RETURNN):
   is raised as TrainerError at RASR's next call;
 - ``nop``: every call is accepted and counted; feedInput returns uniform posteriors.
 
+A trainer that needs whole segments (``Trainer.needs_segments``, the default)
+never gets a call without a segment name: RASR sends ``segmentName`` None only
+for frame mini-batches (nn-trainer without ``buffer-type = utterance``), and the
+first such call is refused with a ConfigError naming ``buffer-type = utterance``
+and ``shuffle = false``. ``nop`` and ``forward`` (no trainer) accept them: the
+posteriors of a frame batch are well-defined for a frame-synchronous model.
+
 Epochs come from the schedule (:mod:`sprintiface.training.schedule`): each
 segment is located in it by name; an epoch ends (``end_epoch``, checkpoint,
 done marker) when a segment of a later epoch arrives or at exit() once the
@@ -55,6 +62,17 @@ from sprintiface.training.schedule import EpochSchedule, done_marker, first_epoc
 
 TARGET_MODES = ("criterion-by-sprint", "target-generic", "target-alignment", "target-segment-orth",
                 "unsupervised", "forward-only")
+
+
+#: Why a call without a segment name is refused for a trainer that needs segments. RASR's
+#: nn-trainer sends segmentName None only when it buffers frames, not utterances: its
+#: default (no buffer-type = utterance) is shuffled mini-batches of 1024 frames drawn
+#: across segments, which would train on something else without a word.
+FRAME_BATCH_REFUSED = (
+    "segment None: RASR fed a mini-batch of frames without a segment name (target mode {mode}), but "
+    "trainer {trainer} needs whole segments: nn-trainer's default buffering shuffles frames across "
+    "segments. Set `buffer-type = utterance` and `shuffle = false` in the nn-trainer's config "
+    "(docs/training.md); action nop and action forward accept frame batches")
 
 
 def _check_target_mode(mode, what: str) -> str:
@@ -255,6 +273,9 @@ class TrainingSession:
     def _checked_segment(self, features, weights, segment_name, targets) -> Segment:
         if segment_name is not None and not isinstance(segment_name, str):
             raise FeatureError(f"expected segmentName to be a str or None, got {type(segment_name).__name__}")
+        if segment_name is None and self.trainer is not None and getattr(self.trainer, "needs_segments", True):
+            raise ConfigError(FRAME_BATCH_REFUSED.format(trainer=type(self.trainer).__name__,
+                                                          mode=self.target_mode))
         if not isinstance(features, numpy.ndarray) or features.ndim != 2 or features.shape[0] != self.input_dim:
             shape = getattr(features, "shape", type(features).__name__)
             raise FeatureError(f"segment {segment_name!r}: expected features of shape (inputDim={self.input_dim}, "
