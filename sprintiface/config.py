@@ -211,6 +211,11 @@ OPTIONS: Dict[str, Option] = _options(
            "mini-batches (criterion-by-sprint: segments), gradients averaged over them.", minimum=1),
     Option("torch_threads", 0, _to_int, "trainer torch: PyTorch's intra-op threads; 0 leaves PyTorch's "
            "default (all cores).", minimum=0),
+    Option("distributed_timeout", 300.0, _to_float, "trainer torch with several processes (WORLD_SIZE > 1): "
+           "seconds a process waits for the others to start their trainer (RASR starts one only with its "
+           "process's first segment, so a partition without segments never starts), then it ends with a "
+           "TrainerError naming the missing processes; also the timeout of every collective after that. "
+           "The wait for process 0's files at an epoch end is not bounded by it.", minimum=1),
     Option("onnx_exporter", "torchscript", _to_str, "trainer torch: the exporter of the per-epoch ONNX "
            "model: torchscript (torch.onnx.export(dynamo=False), fast, keeps T dynamic) or dynamo "
            "(torch.export). Every export is checked against the PyTorch model before it is written.",

@@ -3,7 +3,7 @@
 ``pip install 'sprintiface[torch]'``. Config keys: ``model_file`` (the user's
 Python file), ``model`` (the prefix of what is written), ``learning_rate``,
 ``max_seqs``, ``max_frames``, ``accum_grad_multiple_step``, ``torch_threads``,
-``onnx_exporter``.
+``onnx_exporter``, ``distributed_timeout``.
 
 The model file defines ``get_model(epoch)``: a ``torch.nn.Module`` mapping
 features float32 (B, T, F) (zero past each length) and lengths int32 (B,) to
@@ -41,8 +41,8 @@ writes ``<model>.<epoch:03d>.pt`` (model, optimizer and scheduler state) and
 the scorer loads with ``model:<model>,epoch:<epoch>``. With ``checkpoint_dir``
 the session marks the epoch done there afterwards, and a restarted job resumes
 from ``<model>.<last done epoch>.pt``. With WORLD_SIZE > 1 in the environment
-the processes train together (:mod:`sprintiface.training.torch_distributed`)
-and process 0 writes the files.
+the processes train together (:mod:`sprintiface.training.torch_distributed`,
+config key ``distributed_timeout``) and process 0 writes the files.
 """
 from __future__ import annotations
 
@@ -287,7 +287,7 @@ class TorchTrainer(Trainer):
         use_cuda = cuda_enabled and torch.cuda.is_available()
         self.device = torch.device(f"cuda:{max(cuda_active_gpu, 0)}" if use_cuda else "cpu")
         self.accumulate = config.accum_grad_multiple_step
-        self.group: Optional[ProcessGroup] = ProcessGroup.from_environment(self.device)
+        self.group: Optional[ProcessGroup] = ProcessGroup.from_environment(self.device, config.distributed_timeout)
         #: The user's module; ``network`` is what is called (DistributedDataParallel around it, or itself).
         self.model: Optional[torch.nn.Module] = None
         self.network: Optional[torch.nn.Module] = None
