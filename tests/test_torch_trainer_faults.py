@@ -14,14 +14,14 @@ import pytest
 from conftest import end_training_session
 
 import sprintiface
-from sprintiface.replay import TORCH_DEMO_MODEL_FILE
+from sprintiface import TrainerError
+from sprintiface.replay import TORCH_DEMO_MODEL_FILE, synthetic_segment
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 INPUT_DIM, CLASSES = 12, 6
 MLP_FILE = TORCH_DEMO_MODEL_FILE.format(input_dim=INPUT_DIM, classes=CLASSES)
-DROPOUT_FILE = MLP_FILE.replace("torch.nn.ReLU(),", "torch.nn.ReLU(), torch.nn.Dropout(0.2),")
 NAMES = [f"train/{i}" for i in range(10)]
 
 
@@ -126,3 +126,97 @@ def test_a_process_whose_partition_has_no_segment_stops_the_others_with_its_rank
         assert f"the corpus partition of process {missing} most likely has no segment. Give every process " \
                f"segments" in err, err
     assert not (tmp_path / "out").exists()
+
+
+# -- NaN and infinity ----------------------------------------------------------------------
+
+def _criterion_segment(tmp_path, prefix):
+    config = f"action:train,trainer:torch,model_file:{write(tmp_path, MLP_FILE)},model:{prefix},torch_threads:1," \
+             f"queue_size:0,log_level:warning"
+    features, labels = synthetic_segment("corpus/one", INPUT_DIM, CLASSES)
+    sprintiface.init(inputDim=INPUT_DIM, outputDim=CLASSES, allowDownsampling=0, config=config,
+                     targetMode="criterion-by-sprint", cudaEnabled=0, cudaActiveGpu=-1)
+    posteriors = sprintiface.feedInput(features=fortran(features), weights=None, segmentName="corpus/one")
+    signal = posteriors.copy()
+    signal[labels, numpy.arange(labels.shape[0])] -= 1.0
+    return numpy.asfortranarray(signal, numpy.float32)
+
+
+def test_a_nan_in_rasrs_error_signal_is_refused_at_finish_error(tmp_path):
+    prefix = tmp_path / "am"
+    signal = _criterion_segment(tmp_path, prefix)
+    signal[2, 3] = numpy.nan  # (outputDim, T): class 2 of frame 3
+    with pytest.raises(TrainerError, match=r"finishError for segment 'corpus/one': RASR's errorSignal is not "
+                                           r"finite at frame 3, class 2 \(value nan; 1 of \d+ values"):
+        sprintiface.finishError(error=1.5, errorSignal=signal, naturalPairingType="softmax")
+    with pytest.raises(TrainerError):  # the run cannot complete: RASR's exit() says so again
+        sprintiface.exit()
+    assert os.listdir(tmp_path) == ["am.py"]  # no checkpoint, no export
+
+    signal = _criterion_segment(tmp_path, prefix)
+    with pytest.raises(TrainerError, match=r"finishError for segment 'corpus/one': RASR's error is inf; "
+                                           r"expected a finite number"):
+        sprintiface.finishError(error=float("inf"), errorSignal=signal, naturalPairingType=None)
+    with pytest.raises(TrainerError):
+        sprintiface.exit()
+    assert os.listdir(tmp_path) == ["am.py"]
+
+
+def _files(folder):
+    return sorted(name for name in os.listdir(folder) if not name.endswith(".py"))
+
+
+def test_a_model_that_diverges_leaves_no_checkpoint_and_no_export(tmp_path):
+    # A loss scaled up and a learning rate that blows up: the loss is finite, the epoch's one SGD
+    # step (at its end) makes weights infinite.
+    diverging = write(tmp_path, MLP_FILE + textwrap.dedent("""
+
+        def get_optimizer(model, learning_rate):
+            return torch.optim.SGD(model.parameters(), lr=learning_rate)
+
+
+        def train_step(model, batch):
+            logits = model(batch.features, batch.lengths)
+            return 1e10 * torch.nn.functional.cross_entropy(logits[batch.mask], batch.alignment[batch.mask])
+    """))
+    config = f"action:train,trainer:torch,model_file:{diverging},model:{tmp_path / 'am'},num_epochs:2,max_seqs:32," \
+             f"learning_rate:1e30,torch_threads:1,queue_size:0,log_level:warning"
+    names = iter(sprintiface.getSegmentList(corpusName="train", segmentList=NAMES[:3], segmentsInfo=None,
+                                            config=config))
+    sprintiface.init(inputDim=INPUT_DIM, outputDim=CLASSES, allowDownsampling=0, config=config,
+                     targetMode="target-alignment", cudaEnabled=0, cudaActiveGpu=-1)
+    for _ in range(3):  # epoch 1: one mini-batch, trained at the epoch's end
+        name = next(names)
+        features, labels = synthetic_segment(name, INPUT_DIM, CLASSES)
+        sprintiface.feedInputAndTargetAlignment(features=fortran(features), targetAlignment=labels, weights=None,
+                                                segmentName=name)
+    name = next(names)  # epoch 2's first segment ends epoch 1
+    features, labels = synthetic_segment(name, INPUT_DIM, CLASSES)
+    with pytest.raises(TrainerError, match=r"(?s)the model is not finite after epoch 1 \(neither .*am.001.pt nor "
+                                           r".*am.001.onnx is written\): parameter '[^']+': \d+ of its \d+ values "
+                                           r".* are not finite.*Training diverged: lower learning_rate"):
+        sprintiface.feedInputAndTargetAlignment(features=fortran(features), targetAlignment=labels, weights=None,
+                                                segmentName=name)
+    with pytest.raises(TrainerError):
+        sprintiface.exit()
+    assert _files(tmp_path) == []  # nothing under a final name, no temporary either
+
+    # a train_step whose loss is NaN is refused at once, naming the mini-batch's segments
+    end_training_session()  # (another job: no segment order)
+    nan_loss = write(tmp_path, MLP_FILE + textwrap.dedent("""
+
+        def train_step(model, batch):
+            logits = model(batch.features, batch.lengths)
+            return logits.sum() * float("nan")
+    """), "nan_loss.py")
+    config = f"action:train,trainer:torch,model_file:{nan_loss},model:{tmp_path / 'am'},max_seqs:2,torch_threads:1," \
+             f"queue_size:0,log_level:warning"
+    sprintiface.init(inputDim=INPUT_DIM, outputDim=CLASSES, allowDownsampling=0, config=config,
+                     targetMode="unsupervised", cudaEnabled=0, cudaActiveGpu=-1)
+    sprintiface.feedInputUnsupervised(features=fortran(features), weights=None, segmentName="a")
+    with pytest.raises(TrainerError, match=r"(?s)train_step\(\) in model_file '.*nan_loss.py' returned the loss nan "
+                                           r"for the mini-batch of segments 'a', 'b' \(epoch 1"):
+        sprintiface.feedInputUnsupervised(features=fortran(features), weights=None, segmentName="b")
+    with pytest.raises(TrainerError):
+        sprintiface.exit()
+    assert _files(tmp_path) == []

@@ -49,6 +49,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
+import math
 import os
 import sys
 import time
@@ -68,7 +69,7 @@ from sprintiface.errors import ConfigError, TrainerError
 from sprintiface.log import logger
 from sprintiface.training.protocol import Segment, Trainer
 from sprintiface.training.torch_distributed import ProcessGroup, parameter_digest
-from sprintiface.training.torch_export import export_onnx, read_checkpoint, write_checkpoint
+from sprintiface.training.torch_export import check_finite_state, export_onnx, read_checkpoint, write_checkpoint
 
 #: What each function of the model file is offered (by keyword); get_model is required.
 MODEL_FILE_FUNCTIONS: Dict[str, tuple] = {
@@ -264,6 +265,29 @@ class EpochStats:
     files_seconds: float = 0.0  # writing the checkpoint and the export (process 0), and telling the others
 
 
+def _names(segments: List[Segment], shown: int = 4) -> str:
+    names = ", ".join(repr(segment.name) for segment in segments[:shown])
+    return f"segment{'s' if len(segments) > 1 else ''} {names}" + (", ..." if len(segments) > shown else "")
+
+
+def _check_rasr_error(segment: Segment, error: float, error_signal: numpy.ndarray) -> None:
+    """TrainerError unless RASR's ``error`` and ``error_signal`` (T', C) of finishError are finite."""
+    finite = numpy.isfinite(error_signal)
+    if not finite.all():
+        frame, label = (int(i) for i in numpy.argwhere(~finite)[0])
+        raise TrainerError(
+            f"finishError for segment {segment.name!r}: RASR's errorSignal is not finite at frame {frame}, class "
+            f"{label} (value {error_signal[frame, label]}; {int((~finite).sum())} of {finite.size} values are not "
+            f"finite), error {error}. Expected finite numbers: back-propagating it would make every weight NaN. "
+            f"RASR's criterion gave NaN or infinity for this segment: a posterior of 0 under the criterion (log 0), "
+            f"an alignment or orthography the criterion cannot reach, or non-finite posteriors from the model")
+    if not math.isfinite(error):
+        raise TrainerError(
+            f"finishError for segment {segment.name!r}: RASR's error is {error}; expected a finite number (RASR's "
+            f"criterion gave NaN or infinity for this segment: a posterior of 0 under the criterion, or an "
+            f"alignment or orthography the criterion cannot reach)")
+
+
 class TorchTrainer(Trainer):
     """``trainer:torch`` (see the module docstring for the contract)."""
 
@@ -426,8 +450,7 @@ class TorchTrainer(Trainer):
         failure = None
         if self.is_main:
             try:
-                write_checkpoint(self.path(epoch, "pt"), self._state(epoch))
-                export_onnx(self.model, self.path(epoch, "onnx"), self.input_dim, self.config.onnx_exporter)
+                self._write_epoch_files(epoch)
             except Exception as error:
                 failure = error
         if self.group:
@@ -439,6 +462,16 @@ class TorchTrainer(Trainer):
         stats.files_seconds = time.perf_counter() - stats.started - stats.training_seconds
         self.last_epoch_stats = stats
         self._log_epoch(epoch, digest)
+
+    def _write_epoch_files(self, epoch: int) -> None:
+        """``<model>.NNN.pt``, then ``<model>.NNN.onnx``, each complete or absent. Nothing is
+        written of a model or optimizer state that is not finite."""
+        checkpoint, export = self.path(epoch, "pt"), self.path(epoch, "onnx")
+        state = self._state(epoch)
+        check_finite_state(state, f"after epoch {epoch} (neither {checkpoint} nor {export} is written)",
+                           buffers=[name for name, _ in self.model.named_buffers()])
+        write_checkpoint(checkpoint, state)
+        export_onnx(self.model, export, self.input_dim, self.config.onnx_exporter)
 
     def save_checkpoint(self, directory: str, epoch: int) -> None:
         """Nothing more to write: end_epoch wrote ``<model>.<epoch:03d>.pt`` (the session's
@@ -497,7 +530,12 @@ class TorchTrainer(Trainer):
                 raise TrainerError(f"train_step() in model_file {self.model_file.path!r} returned "
                                    f"{type(loss).__name__}{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}"
                                    f"; expected a scalar loss tensor that requires grad")
-            self._stats.loss += float(loss.detach()) * batch.num_frames
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainerError(f"train_step() in model_file {self.model_file.path!r} returned the loss {value} "
+                                   f"for the mini-batch of {_names(batch.segments)} (epoch {self.epoch}, step "
+                                   f"{self.step}); expected a finite number: nothing of the epoch is written")
+            self._stats.loss += value * batch.num_frames
         else:
             loss = self._frame_cross_entropy(batch)
         (loss / self.accumulate).backward()
@@ -515,7 +553,12 @@ class TorchTrainer(Trainer):
         weighted = torch.nn.functional.cross_entropy(real, targets, reduction="none") * batch.weights[batch.mask]
         total = weighted.sum()
         with torch.no_grad():
-            self._stats.loss += float(total.detach())
+            value = float(total.detach())
+            if not math.isfinite(value):
+                raise TrainerError(f"the cross-entropy of the mini-batch of {_names(batch.segments)} is {value} "
+                                   f"(epoch {self.epoch}, step {self.step}): the model's outputs are not finite "
+                                   f"(training diverged? lower learning_rate); nothing of the epoch is written")
+            self._stats.loss += value
             self._stats.errors += int((real.argmax(dim=-1) != targets).sum())
         return total / max(real.shape[0], 1)
 
@@ -572,6 +615,7 @@ class TorchTrainer(Trainer):
         pending, self._pending = self._pending, None
         if pending is None or pending[0] is not segment:
             raise TrainerError(f"backward for segment {segment.name!r} without its forward")
+        _check_rasr_error(segment, error, error_signal)
         _, logits, posteriors = pending
         if natural_pairing_type == "softmax":
             target = logits  # the signal is d criterion / d logits (RASR: softmax minus Kronecker delta)
