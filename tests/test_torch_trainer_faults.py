@@ -22,6 +22,7 @@ pytestmark = pytest.mark.torch
 
 INPUT_DIM, CLASSES = 12, 6
 MLP_FILE = TORCH_DEMO_MODEL_FILE.format(input_dim=INPUT_DIM, classes=CLASSES)
+DROPOUT_FILE = MLP_FILE.replace("torch.nn.ReLU(),", "torch.nn.ReLU(), torch.nn.Dropout(0.2),")
 NAMES = [f"train/{i}" for i in range(10)]
 
 
@@ -104,7 +105,7 @@ def test_a_process_whose_partition_has_no_segment_stops_the_others_with_its_rank
     # exit(). Without a bound the others would wait for it for gloo's 30 minutes.
     model_file = write(tmp_path, MLP_FILE)
     config = f"action:train,trainer:torch,model_file:{model_file},model:{tmp_path / 'out' / 'am'},num_epochs:2," \
-             f"max_seqs:2,torch_threads:1,distributed_timeout:10,log_level:info"
+             f"max_seqs:2,torch_threads:1,distributed_timeout:15,log_level:info"
     port = _free_port()
     present = [rank for rank in range(world_size) if rank != missing]
     partitions = {rank: ",".join(str(i) for i in range(10) if i % len(present) == place)
@@ -122,7 +123,7 @@ def test_a_process_whose_partition_has_no_segment_stops_the_others_with_its_rank
         assert code != 0, out
         assert "sprintiface.errors.TrainerError" in err, err
         assert f"torch trainer process {rank} of {world_size}: process {missing} of {world_size} did not start " \
-               f"its trainer within distributed_timeout 10 s" in err, err
+               f"its trainer within distributed_timeout 15 s" in err, err
         assert f"the corpus partition of process {missing} most likely has no segment. Give every process " \
                f"segments" in err, err
     assert not (tmp_path / "out").exists()
@@ -220,3 +221,90 @@ def test_a_model_that_diverges_leaves_no_checkpoint_and_no_export(tmp_path):
     with pytest.raises(TrainerError):
         sprintiface.exit()
     assert _files(tmp_path) == []
+
+
+# -- a restarted job continues after its last complete epoch ------------------------------
+
+def _stat(path):
+    info = os.stat(path)
+    return info.st_mtime_ns, info.st_size, open(path, "rb").read()
+
+
+def test_a_restarted_job_continues_after_its_last_complete_epoch_without_extra_keys(tmp_path):
+    from sprintiface._files import _HOST
+
+    model_file = write(tmp_path, DROPOUT_FILE)
+
+    def config(folder):  # no checkpoint_dir, no start_epoch
+        return f"action:train,trainer:torch,model_file:{model_file},model:{tmp_path / folder / 'am'},num_epochs:4," \
+               f"seq_ordering:random,max_seqs:3,torch_threads:1,log_level:info"
+
+    def files(folder):
+        return sorted(os.listdir(tmp_path / folder))
+
+    def all_files(epochs):
+        return sorted(f"am.{e:03d}.{x}" for e in epochs for x in ("pt", "onnx"))
+
+    straight = rasr_job(config("straight"), cwd=tmp_path)
+    # killed in epoch 3 (after 25 of 40 segments): epochs 1 and 2 are written, epoch 3 is half-done
+    killed = rasr_job(config("resumed"), stop=25, cwd=tmp_path)
+    code, _, err = finished(killed)
+    assert code == 1 and files("resumed") == all_files((1, 2)), err
+    before = {name: _stat(tmp_path / "resumed" / name) for name in files("resumed")}
+    # ... and as if a later attempt had been killed between epoch 3's two files: its .pt was renamed into
+    # place, its .onnx was being written (a temporary of a process that is gone)
+    code, out, err = finished(straight)
+    assert code == 0, err
+    (tmp_path / "resumed" / "am.003.pt").write_bytes((tmp_path / "straight" / "am.003.pt").read_bytes())
+    leftover = tmp_path / "resumed" / f"am.003.onnx.{_HOST}.{killed.pid}.x1y2z3.tmp"
+    leftover.write_bytes(b"half an onnx file")
+    stale = _stat(tmp_path / "resumed" / "am.003.pt")
+
+    # the segment order and the trainer agree: epochs 3 and 4
+    assert len(list(sprintiface.getSegmentList(corpusName="train", segmentList=NAMES, segmentsInfo=None,
+                                               config=config("resumed")))) == 20
+    end_training_session()
+    code, out, err = finished(rasr_job(config("resumed"), cwd=tmp_path))  # the identical config
+    assert code == 0, err
+    assert f"torch trainer: resumed from {tmp_path / 'resumed' / 'am.002.pt'} (after epoch 2, 8 optimizer steps)" \
+        in err, err
+    assert files("resumed") == all_files((1, 2, 3, 4))
+    assert {name: _stat(tmp_path / "resumed" / name) for name in before} == before  # untouched
+    assert _stat(tmp_path / "resumed" / "am.003.pt")[0] != stale[0]  # redone
+    for epoch in (3, 4):
+        expected, resumed = checkpoint(tmp_path / "straight" / "am", epoch), checkpoint(tmp_path / "resumed" / "am",
+                                                                                        epoch)
+        assert resumed["step"] == expected["step"] == 4 * epoch  # 4 mini-batches per epoch
+        for key, value in expected["model"].items():
+            assert torch.equal(resumed["model"][key], value), (epoch, key)
+        for index, state in expected["optimizer"]["state"].items():
+            assert float(resumed["optimizer"]["state"][index]["step"]) == 4 * epoch  # Adam's count continued
+            for key, value in state.items():
+                assert torch.equal(resumed["optimizer"]["state"][index][key], value), (epoch, index, key)
+
+    # every epoch done: the same config again trains nothing and writes nothing
+    done = {name: _stat(tmp_path / "resumed" / name) for name in files("resumed")}
+    code, out, err = finished(rasr_job(config("resumed"), cwd=tmp_path))
+    assert code == 0 and '"started": false' in out, err
+    assert "epochs 1..4 are finished" in err and "nothing to train, the segment list is empty" in err, err
+    assert {name: _stat(tmp_path / "resumed" / name) for name in files("resumed")} == done
+
+
+def test_the_segment_order_starts_after_the_last_epoch_with_both_files(tmp_path):
+    (tmp_path / "out").mkdir()
+    for name in ("am.001.pt", "am.001.onnx", "am.002.pt", "am.002.onnx", "am.003.pt", "am.004.onnx"):
+        (tmp_path / "out" / name).write_bytes(b"x")
+    base = f"action:train,trainer:torch,model_file:am.py,model:{tmp_path / 'out' / 'am'},num_epochs:5"
+
+    def first(config):
+        names = list(sprintiface.getSegmentList(corpusName="train", segmentList=NAMES, segmentsInfo=None,
+                                                config=config))
+        schedule = sprintiface._training().schedule
+        assert len(names) == len(NAMES) * (schedule.last - schedule.first + 1)
+        return schedule.first
+
+    assert first(base) == 3  # epoch 3 has no .onnx, epoch 4 no .pt: both are redone
+    assert first(base + ",start_epoch:2") == 2
+    assert first(base + f",checkpoint_dir:{tmp_path / 'marks'}") == 1  # markers decide there: none yet
+    assert first(base.replace("trainer:torch", "trainer:dump")) == 1
+    assert first(base.replace("action:train", "action:nop")) == 1

@@ -38,14 +38,22 @@ The optimizer steps after ``accum_grad_multiple_step`` mini-batches
 every epoch end with what was accumulated. After every epoch the trainer
 writes ``<model>.<epoch:03d>.pt`` (model, optimizer and scheduler state) and
 ``<model>.<epoch:03d>.onnx`` (:mod:`sprintiface.training.torch_export`), which
-the scorer loads with ``model:<model>,epoch:<epoch>``. With ``checkpoint_dir``
-the session marks the epoch done there afterwards, and a restarted job resumes
-from ``<model>.<last done epoch>.pt``. With WORLD_SIZE > 1 in the environment
-the processes train together (:mod:`sprintiface.training.torch_distributed`,
-config key ``distributed_timeout``) and process 0 writes the files.
+the scorer loads with ``model:<model>,epoch:<epoch>``: first the .pt, then the
+.onnx, each complete or absent, so an epoch with both files is finished. A
+restarted job with the same config resumes from ``<model>.<last finished
+epoch>.pt`` (model, optimizer, scheduler, step count, RNG state): the last
+epoch with both files, or with ``checkpoint_dir`` the last one the session
+marked done there (:mod:`sprintiface.training.schedule`). Nothing is written
+of a model or optimizer state with a NaN or an infinity (TrainerError naming
+the tensor), and a non-finite loss, or RASR's error or errorSignal at
+finishError, is refused at once (TrainerError naming the segments). With
+WORLD_SIZE > 1 in the environment the processes train together
+(:mod:`sprintiface.training.torch_distributed`, config key
+``distributed_timeout``) and process 0 writes the files.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import inspect
@@ -64,6 +72,7 @@ try:
 except ImportError as _error:  # a clear word instead of "No module named torch"
     raise ImportError("trainer 'torch' needs PyTorch: pip install 'sprintiface[torch]'") from _error
 
+from sprintiface._files import remove_stale_temporaries
 from sprintiface.config import Config
 from sprintiface.errors import ConfigError, TrainerError
 from sprintiface.log import logger
@@ -407,10 +416,12 @@ class TorchTrainer(Trainer):
 
     def start_epoch(self, epoch: int) -> None:
         """The first epoch builds the model, or (a later first epoch without a checkpoint_dir
-        resume: start_epoch) continues from ``<model>.<epoch - 1:03d>.pt``."""
+        resume: start_epoch, or the epoch after the last with both files) continues from
+        ``<model>.<epoch - 1:03d>.pt``."""
         if self.model is None and epoch > 1:
-            self._resume(epoch - 1, f"the run starts at epoch {epoch} (start_epoch) and continues from epoch "
-                                    f"{epoch - 1}")
+            why = "start_epoch" if self.config.start_epoch is not None else \
+                f"after the last finished epoch, whose {self.path(epoch - 1, 'pt')} and .onnx exist"
+            self._resume(epoch - 1, f"the run starts at epoch {epoch} ({why}) and continues from epoch {epoch - 1}")
         elif self.model is None:
             self._build(epoch)
         if self.network is None:
@@ -464,12 +475,18 @@ class TorchTrainer(Trainer):
         self._log_epoch(epoch, digest)
 
     def _write_epoch_files(self, epoch: int) -> None:
-        """``<model>.NNN.pt``, then ``<model>.NNN.onnx``, each complete or absent. Nothing is
-        written of a model or optimizer state that is not finite."""
+        """``<model>.NNN.pt``, then ``<model>.NNN.onnx``, each complete or absent; both exist only
+        once the epoch is done (a restarted job without checkpoint_dir resumes after the last
+        epoch with both). Nothing is written of a model or optimizer state that is not finite."""
         checkpoint, export = self.path(epoch, "pt"), self.path(epoch, "onnx")
         state = self._state(epoch)
         check_finite_state(state, f"after epoch {epoch} (neither {checkpoint} nor {export} is written)",
                            buffers=[name for name, _ in self.model.named_buffers()])
+        for path in (checkpoint, export):
+            for leftover in remove_stale_temporaries(path):
+                logger.info("torch trainer: removed %s, left by a process that was killed while writing", leftover)
+        with contextlib.suppress(FileNotFoundError):  # an earlier attempt's: the .pt comes first
+            os.unlink(export)
         write_checkpoint(checkpoint, state)
         export_onnx(self.model, export, self.input_dim, self.config.onnx_exporter)
 
