@@ -194,7 +194,9 @@ OPTIONS: Dict[str, Option] = _options(
            "run (RASR's exit()); an incomplete one leaves <dump_file>.partial.", is_path=True),
     Option("checkpoint_dir", None, _to_str, "Directory for checkpoints: after each epoch the trainer "
            "saves there and epoch.NNN.done marks the epoch finished; a restarted job resumes after the "
-           "last finished epoch.", is_path=True),
+           "last finished epoch. trainer torch needs none: without it an epoch is finished when both "
+           "<model>.NNN.pt and <model>.NNN.onnx exist, and a restarted job resumes after the last such epoch.",
+           is_path=True),
     Option("queue_size", 4, _to_int, "Segments buffered for the trainer's background thread, so that "
            "RASR's feature extraction overlaps training; 0 trains in RASR's thread.", minimum=0),
     # -- the torch trainer (trainer:torch; pip install sprintiface[torch])
@@ -211,6 +213,11 @@ OPTIONS: Dict[str, Option] = _options(
            "mini-batches (criterion-by-sprint: segments), gradients averaged over them.", minimum=1),
     Option("torch_threads", 0, _to_int, "trainer torch: PyTorch's intra-op threads; 0 leaves PyTorch's "
            "default (all cores).", minimum=0),
+    Option("distributed_timeout", 300.0, _to_float, "trainer torch with several processes (WORLD_SIZE > 1): "
+           "seconds a process waits for the others to start their trainer (RASR starts one only with its "
+           "process's first segment, so a partition without segments never starts), then it ends with a "
+           "TrainerError naming the missing processes; also the timeout of every collective after that. "
+           "The wait for process 0's files at an epoch end is not bounded by it.", minimum=1),
     Option("onnx_exporter", "torchscript", _to_str, "trainer torch: the exporter of the per-epoch ONNX "
            "model: torchscript (torch.onnx.export(dynamo=False), fast, keeps T dynamic) or dynamo "
            "(torch.export). Every export is checked against the PyTorch model before it is written.",
@@ -227,7 +234,8 @@ OPTIONS: Dict[str, Option] = _options(
     Option("num_epochs", 1, _to_int, "Last epoch the segment list runs to (RETURNN: num_epochs).",
            minimum=1),
     Option("start_epoch", None, _to_int, "First epoch; default: 1, or the epoch after the last finished "
-           "one in checkpoint_dir.", minimum=1),
+           "one (in checkpoint_dir; for trainer torch without it, the last with <model>.NNN.pt and .onnx).",
+           minimum=1),
 )
 
 

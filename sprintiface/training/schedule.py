@@ -16,8 +16,16 @@ ends otherwise completes nothing, so a resumed job repeats a half-done epoch.
 Without sprintiface's segment ordering the whole run is one epoch, complete
 at exit().
 
-Finished epochs are marked in ``checkpoint_dir`` by ``epoch.NNN.done`` files;
-a restarted job starts after the last one (``first_epoch``).
+Which epochs are finished (``first_epoch``; a restarted job starts after the
+last one): with ``checkpoint_dir``, the ``epoch.NNN.done`` files there (the
+session writes one after the trainer's checkpoint). Without it, for
+``trainer:torch`` (which writes its checkpoints next to ``model`` whatever
+``checkpoint_dir`` says), an epoch is finished when both of its files exist,
+``<model>.NNN.pt`` and ``<model>.NNN.onnx``: each is written under a temporary
+name and renamed when complete, the .onnx after the .pt, and a .onnx left from
+an earlier attempt at the epoch is removed before its .pt is written, so both
+exist only once the epoch is done (:func:`last_written_epoch`). This module
+decides it from the files alone, without importing the trainer (or torch).
 """
 from __future__ import annotations
 
@@ -28,8 +36,11 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 import numpy
 
 from sprintiface.config import Config
+from sprintiface.log import logger
 
 _DONE_MARKER = re.compile(r"^epoch\.(\d+)\.done$")
+#: The trainer whose epochs are recorded by its files ``<model>.NNN.pt`` and ``.onnx``.
+_TORCH_TRAINER = "sprintiface.training.torch_trainer:TorchTrainer"
 
 
 def done_marker(directory: str, epoch: int) -> str:
@@ -47,11 +58,48 @@ def last_finished_epoch(checkpoint_dir: Optional[str], before: Optional[int] = N
     return max(epochs, default=0)
 
 
+def last_written_epoch(model: Optional[str]) -> int:
+    """Highest epoch N with both ``<model>.NNN.pt`` and ``<model>.NNN.onnx``; 0 for none."""
+    if not model:
+        return 0
+    directory, base = os.path.split(os.path.abspath(model))
+    pattern = re.compile(re.escape(base) + r"\.(\d{3,})\.(pt|onnx)")
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    found: Dict[int, set] = {}
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match:
+            found.setdefault(int(match.group(1)), set()).add(match.group(2))
+    return max((epoch for epoch, kinds in found.items() if kinds == {"pt", "onnx"}), default=0)
+
+
+def records_epochs_in_model_files(config: Config) -> bool:
+    """Whether ``config`` trains with ``trainer:torch``, whose files under ``model`` record
+    the finished epochs (when no ``checkpoint_dir`` does)."""
+    from sprintiface.training.protocol import BUILT_IN
+
+    return config.action == "train" and bool(config.model) and \
+        BUILT_IN.get(config.trainer, config.trainer) == _TORCH_TRAINER
+
+
+def last_complete_epoch(config: Config) -> int:
+    """The last finished epoch: by the done markers in ``checkpoint_dir``, else (trainer:torch)
+    by the epoch files under ``model``; 0 for none."""
+    if config.checkpoint_dir:
+        return last_finished_epoch(config.checkpoint_dir)
+    if records_epochs_in_model_files(config):
+        return last_written_epoch(config.model)
+    return 0
+
+
 def first_epoch(config: Config) -> int:
-    """``start_epoch``, else the epoch after the last finished one in ``checkpoint_dir``, else 1."""
+    """``start_epoch``, else the epoch after the last finished one (:func:`last_complete_epoch`), else 1."""
     if config.start_epoch is not None:
         return config.start_epoch
-    return last_finished_epoch(config.checkpoint_dir) + 1
+    return last_complete_epoch(config) + 1
 
 
 class EpochSchedule:
@@ -78,6 +126,15 @@ class EpochSchedule:
         self._yielded: Optional[tuple] = None
         self._generated_through = self.first - 1
         self._fed = (self.first, -1)
+        if self.first > self.last:
+            if config.start_epoch is not None and first is None:
+                why = f"start_epoch {config.start_epoch} is after num_epochs {self.last}"
+            elif config.checkpoint_dir:
+                why = f"epochs 1..{self.first - 1} are marked finished in checkpoint_dir {config.checkpoint_dir!r}"
+            else:
+                why = f"epochs 1..{self.first - 1} are finished ({config.model}.{self.first - 1:03d}.pt and .onnx)"
+            logger.warning("segment order: %s, num_epochs %d: nothing to train, the segment list is empty "
+                           "(raise num_epochs to train on)", why, self.last)
 
     def epoch_segments(self, epoch: int) -> List[str]:
         """The segment names of ``epoch``, in the order RASR gets them."""

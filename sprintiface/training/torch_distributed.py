@@ -20,14 +20,24 @@ be bit-identical; process 0 then writes the checkpoint and the export.
 Every process goes through every epoch (the session starts and ends the
 epochs a process is fed nothing of), so they meet at every epoch end. A
 process that RASR feeds no segment at all never starts its trainer (RASR
-calls init lazily), and the others wait for it until the process group's
-timeout: every partition needs at least one segment.
+calls init lazily). So the processes first meet at a rendezvous of their own
+(a TCPStore served by process 0 at MASTER_ADDR:MASTER_PORT, where each
+process records that it started): a process that waits there longer than
+``distributed_timeout`` seconds for the others ends with a TrainerError naming
+the processes that never came (process 0 tells the others whom it misses, so
+that all of them say the same). The same timeout bounds every collective
+after that (gloo / NCCL), so a process that hangs stops the others within
+it; a process that dies breaks their connections at once. Only the wait for
+process 0's files at an epoch end is not bounded by it (a large model's
+export may take longer): the others wait as long as process 0 is there.
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
-from typing import Any, Optional
+import time
+from typing import Any, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -37,6 +47,11 @@ from sprintiface.log import logger
 
 #: The launcher's variables, in the order they are checked.
 ENVIRONMENT = ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT")
+#: Keys of the rendezvous store: each process's arrival, process 0's verdict, the others' receipt of it.
+STARTED, MISSING, TOLD, OUTCOME = "sprintiface/started/", "sprintiface/missing", "sprintiface/told/", \
+    "sprintiface/outcome/"
+#: How often the rendezvous store is polled, and how long process 0 waits for the others to read its verdict.
+POLL_SECONDS, VERDICT_SECONDS = 0.05, 10.0
 
 
 def _integer_variable(name: str, minimum: int) -> int:
@@ -64,16 +79,19 @@ class ProcessGroup:
     """This process's place in a distributed run; :meth:`from_environment` makes one
     only when ``WORLD_SIZE`` > 1."""
 
-    def __init__(self, rank: int, world_size: int, device: torch.device):
+    def __init__(self, rank: int, world_size: int, device: torch.device, store=None):
         self.rank = rank
         self.world_size = world_size
         self.device = device
+        self.store = store
         self._join = None
+        self._outcomes = 0
 
     @classmethod
-    def from_environment(cls, device: torch.device) -> Optional["ProcessGroup"]:
-        """Join the run the launcher's variables describe (blocks until every process
-        has joined); None for a single process (WORLD_SIZE unset or 1)."""
+    def from_environment(cls, device: torch.device, timeout: float = 300.0) -> Optional["ProcessGroup"]:
+        """Join the run the launcher's variables describe (blocks until every process has
+        joined, at most ``timeout`` seconds: then TrainerError naming the missing processes);
+        None for a single process (WORLD_SIZE unset or 1)."""
         if os.environ.get("WORLD_SIZE", "").strip() in ("", "1"):
             return None
         world_size = _integer_variable("WORLD_SIZE", 1)
@@ -87,14 +105,17 @@ class ProcessGroup:
                                   f"{world_size}) needs it (the address and port of process 0); it is not set")
         _integer_variable("MASTER_PORT", 1)
         backend = "nccl" if device.type == "cuda" else "gloo"
-        logger.info("torch trainer: process %d of %d joins %s:%s (%s)", rank, world_size,
-                    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"], backend)
+        address, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+        logger.info("torch trainer: process %d of %d joins %s:%s (%s), waiting at most %g s "
+                    "(distributed_timeout) for the others", rank, world_size, address, port, backend, timeout)
+        store = _Rendezvous(rank, world_size, address, port, timeout).meet()
         try:
-            dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size)
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size,
+                                    timeout=datetime.timedelta(seconds=timeout))
         except Exception as error:
             raise TrainerError(f"torch trainer process {rank} of {world_size} cannot join "
-                               f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}: {error}") from error
-        return cls(rank, world_size, device)
+                               f"{address}:{port}: {error}") from error
+        return cls(rank, world_size, device, store)
 
     @property
     def is_main(self) -> bool:
@@ -143,11 +164,103 @@ class ProcessGroup:
         return digest
 
     def outcome_of_main(self, failure: Optional[str]) -> Optional[str]:
-        """Process 0's ``failure`` text (or None), on every process: a barrier that also
-        tells the others whether process 0 wrote the epoch's files."""
-        return self.share_state(failure, 0)
+        """Process 0's ``failure`` text (or None), on every process: the others wait until
+        process 0 has written the epoch's files (or failed to), however long that takes,
+        as long as process 0 is there (its store breaks when it ends)."""
+        self._outcomes += 1
+        key = f"{OUTCOME}{self._outcomes}"
+        if self.store is None:
+            return self.share_state(failure, 0)
+        if self.is_main:
+            self.store.set(key, "" if failure is None else "failed: " + failure)
+            return failure
+        waited, told = time.monotonic(), 0
+        try:
+            while not self.store.check([key]):
+                time.sleep(POLL_SECONDS)
+                if time.monotonic() - waited > 60 * (told + 1):
+                    told += 1
+                    logger.info("torch trainer: process %d waits for process 0 to write its files (%d min)",
+                                self.rank, told)
+            text = self.store.get(key).decode("utf-8")
+        except Exception as error:
+            raise TrainerError(f"torch trainer process {self.rank} of {self.world_size}: process 0 ended while "
+                               f"it wrote the epoch's files (its store at {os.environ.get('MASTER_ADDR')}:"
+                               f"{os.environ.get('MASTER_PORT')} is gone: {error}); see process 0's log") from None
+        return text[len("failed: "):] if text else None
 
     def close(self) -> None:
         self._join = None
         if dist.is_initialized():
             dist.destroy_process_group()
+        self.store = None
+
+
+def _ranks(ranks: List[int]) -> str:
+    return f"process{'es' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+
+
+class _Rendezvous:
+    """The processes' first meeting: every process records itself in process 0's TCPStore
+    and waits, at most ``timeout`` seconds, for the others (see the module docstring)."""
+
+    def __init__(self, rank: int, world_size: int, address: str, port: int, timeout: float):
+        self.rank, self.world_size, self.address, self.port, self.timeout = rank, world_size, address, port, timeout
+        self.where = f"{address}:{port}"
+
+    def missing_text(self, missing: List[int]) -> str:
+        whose = "its" if len(missing) == 1 else "their"
+        return (f"torch trainer process {self.rank} of {self.world_size}: {_ranks(missing)} of {self.world_size} "
+                f"did not start {whose} trainer within distributed_timeout {self.timeout:g} s. RASR starts a "
+                f"trainer only with its process's first segment, so the corpus partition of {_ranks(missing)} "
+                f"most likely has no segment. Give every process segments: a segment list or corpus that puts at "
+                f"least one segment into every partition (corpus.partition = WORLD_SIZE = {self.world_size}, "
+                f"corpus.select-partition = RANK), or fewer processes; if {_ranks(missing)} only starts late, "
+                f"raise distributed_timeout")
+
+    def meet(self):
+        deadline = time.monotonic() + self.timeout
+        try:
+            store = dist.TCPStore(self.address, self.port, self.world_size, is_master=self.rank == 0,
+                                  timeout=datetime.timedelta(seconds=self.timeout), wait_for_workers=False)
+        except Exception as error:
+            if self.rank == 0:
+                raise TrainerError(f"torch trainer process 0 of {self.world_size} cannot serve the processes' "
+                                   f"rendezvous at {self.where} (MASTER_ADDR, MASTER_PORT): {error}") from None
+            raise TrainerError(self.missing_text([0]) + f" (or MASTER_ADDR:MASTER_PORT {self.where}, where "
+                               f"process 0 serves the rendezvous, does not reach it: {error})") from None
+        keys = [f"{STARTED}{rank}" for rank in range(self.world_size)]
+        try:
+            store.set(keys[self.rank], str(os.getpid()))
+            while True:
+                if self.rank != 0 and store.check([MISSING]):  # process 0's verdict
+                    missing = [int(rank) for rank in store.get(MISSING).decode("ascii").split(",")]
+                    store.set(f"{TOLD}{self.rank}", "1")
+                    raise TrainerError(self.missing_text(missing))
+                if store.check(keys):
+                    break
+                if time.monotonic() >= deadline:
+                    missing = [rank for rank in range(self.world_size) if not store.check([keys[rank]])]
+                    if self.rank == 0:
+                        self._tell(store, keys, missing)
+                    raise TrainerError(self.missing_text(missing))
+                time.sleep(POLL_SECONDS)
+        except TrainerError:
+            raise
+        except Exception as error:  # the store went away: process 0 ended
+            raise TrainerError(f"torch trainer process {self.rank} of {self.world_size}: the rendezvous at "
+                               f"{self.where} ended while this process waited for the others (process 0 ended: "
+                               f"see its log): {error}") from None
+        logger.info("torch trainer: all %d processes started", self.world_size)
+        return store
+
+    def _tell(self, store, keys: List[str], missing: List[int]) -> None:
+        """Process 0: publish whom it misses, and wait a little for the others to read it
+        (the store ends with this process)."""
+        store.set(MISSING, ",".join(map(str, missing)))
+        present = [rank for rank in range(1, self.world_size) if rank not in missing]
+        until = time.monotonic() + VERDICT_SECONDS
+        while present and time.monotonic() < until:
+            if store.check([f"{TOLD}{rank}" for rank in present]):
+                return
+            time.sleep(POLL_SECONDS)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from typing import Iterable, Optional
 
 import numpy
 import torch
@@ -168,6 +169,7 @@ def export_onnx(model: torch.nn.Module, path: str, input_dim: int, exporter: str
     """Write ``model`` (the plain module, not DistributedDataParallel) to ``path`` as the
     scorer runs it (see the module docstring), checked first; the model's mode is restored."""
     what = f"the ONNX export {path!r} ({exporter})"
+    check_finite_state({"model": dict(model.named_parameters())}, f"(the ONNX export {path!r} is not written)")
     training = model.training
     if any(parameter.device.type != "cpu" for parameter in model.parameters()):
         import copy
@@ -197,8 +199,49 @@ def export_onnx(model: torch.nn.Module, path: str, input_dim: int, exporter: str
         file.write(serialized)
 
 
+def _first_non_finite(tensor: torch.Tensor) -> Optional[str]:
+    """None when ``tensor`` is finite (or not floating point), else what and where is not."""
+    if not isinstance(tensor, torch.Tensor) or not (tensor.is_floating_point() or tensor.is_complex()):
+        return None
+    finite = torch.isfinite(tensor.detach())
+    if bool(finite.all()):
+        return None
+    bad = ~finite
+    count = int(bad.sum())
+    where = tuple(int(i) for i in bad.nonzero()[0].tolist())
+    value = float(tensor.detach()[where].real) if tensor.is_complex() else float(tensor.detach()[where])
+    shape = "x".join(map(str, tensor.shape)) or "scalar"
+    return f"{count} of its {tensor.numel()} values ({shape}) are not finite, the first {value} at index " \
+           f"{list(where)}"
+
+
+def check_finite_state(state: dict, what: str, buffers: Iterable[str] = ()) -> None:
+    """TrainerError naming the first parameter (or buffer, or optimizer state) of a checkpoint
+    ``state`` (:data:`CHECKPOINT_FORMAT`'s dict) that holds a NaN or an infinity."""
+    buffers = set(buffers)
+    found = []
+    for name, tensor in (state.get("model") or {}).items():
+        problem = _first_non_finite(tensor)
+        if problem:
+            found.append(f"{'buffer' if name in buffers else 'parameter'} {name!r}: {problem}")
+    optimizer = state.get("optimizer") or {}
+    for index, entries in (optimizer.get("state") or {}).items():
+        for key, tensor in entries.items():
+            problem = _first_non_finite(tensor)
+            if problem:
+                found.append(f"optimizer state {key!r} of parameter #{index}: {problem}")
+    if found:
+        more = f" (and {len(found) - 1} more: {', '.join(text.split(':')[0] for text in found[1:4])}" \
+               f"{', ...' if len(found) > 4 else ''})" if len(found) > 1 else ""
+        raise TrainerError(f"the model is not finite {what}: {found[0]}{more}. Training diverged: lower "
+                           f"learning_rate (or what get_learning_rate returns), clip gradients or check the loss "
+                           f"of train_step, then restart: the job continues after the last finished epoch")
+
+
 def write_checkpoint(path: str, state: dict) -> None:
-    """``torch.save`` ``state`` (plus the format tag) to ``path``, complete or absent."""
+    """``torch.save`` ``state`` (plus the format tag) to ``path``, complete or absent;
+    TrainerError (and nothing written) when a tensor of it is not finite."""
+    check_finite_state(state, f"(checkpoint {path!r} is not written)")
     _make_directory(path)
     with atomic_write(path) as file:
         torch.save(dict(state, format=CHECKPOINT_FORMAT), file)

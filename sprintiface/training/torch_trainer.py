@@ -3,7 +3,7 @@
 ``pip install 'sprintiface[torch]'``. Config keys: ``model_file`` (the user's
 Python file), ``model`` (the prefix of what is written), ``learning_rate``,
 ``max_seqs``, ``max_frames``, ``accum_grad_multiple_step``, ``torch_threads``,
-``onnx_exporter``.
+``onnx_exporter``, ``distributed_timeout``.
 
 The model file defines ``get_model(epoch)``: a ``torch.nn.Module`` mapping
 features float32 (B, T, F) (zero past each length) and lengths int32 (B,) to
@@ -38,17 +38,26 @@ The optimizer steps after ``accum_grad_multiple_step`` mini-batches
 every epoch end with what was accumulated. After every epoch the trainer
 writes ``<model>.<epoch:03d>.pt`` (model, optimizer and scheduler state) and
 ``<model>.<epoch:03d>.onnx`` (:mod:`sprintiface.training.torch_export`), which
-the scorer loads with ``model:<model>,epoch:<epoch>``. With ``checkpoint_dir``
-the session marks the epoch done there afterwards, and a restarted job resumes
-from ``<model>.<last done epoch>.pt``. With WORLD_SIZE > 1 in the environment
-the processes train together (:mod:`sprintiface.training.torch_distributed`)
-and process 0 writes the files.
+the scorer loads with ``model:<model>,epoch:<epoch>``: first the .pt, then the
+.onnx, each complete or absent, so an epoch with both files is finished. A
+restarted job with the same config resumes from ``<model>.<last finished
+epoch>.pt`` (model, optimizer, scheduler, step count, RNG state): the last
+epoch with both files, or with ``checkpoint_dir`` the last one the session
+marked done there (:mod:`sprintiface.training.schedule`). Nothing is written
+of a model or optimizer state with a NaN or an infinity (TrainerError naming
+the tensor), and a non-finite loss, or RASR's error or errorSignal at
+finishError, is refused at once (TrainerError naming the segments). With
+WORLD_SIZE > 1 in the environment the processes train together
+(:mod:`sprintiface.training.torch_distributed`, config key
+``distributed_timeout``) and process 0 writes the files.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import inspect
+import math
 import os
 import sys
 import time
@@ -63,12 +72,13 @@ try:
 except ImportError as _error:  # a clear word instead of "No module named torch"
     raise ImportError("trainer 'torch' needs PyTorch: pip install 'sprintiface[torch]'") from _error
 
+from sprintiface._files import remove_stale_temporaries
 from sprintiface.config import Config
 from sprintiface.errors import ConfigError, TrainerError
 from sprintiface.log import logger
 from sprintiface.training.protocol import Segment, Trainer
 from sprintiface.training.torch_distributed import ProcessGroup, parameter_digest
-from sprintiface.training.torch_export import export_onnx, read_checkpoint, write_checkpoint
+from sprintiface.training.torch_export import check_finite_state, export_onnx, read_checkpoint, write_checkpoint
 
 #: What each function of the model file is offered (by keyword); get_model is required.
 MODEL_FILE_FUNCTIONS: Dict[str, tuple] = {
@@ -264,6 +274,29 @@ class EpochStats:
     files_seconds: float = 0.0  # writing the checkpoint and the export (process 0), and telling the others
 
 
+def _names(segments: List[Segment], shown: int = 4) -> str:
+    names = ", ".join(repr(segment.name) for segment in segments[:shown])
+    return f"segment{'s' if len(segments) > 1 else ''} {names}" + (", ..." if len(segments) > shown else "")
+
+
+def _check_rasr_error(segment: Segment, error: float, error_signal: numpy.ndarray) -> None:
+    """TrainerError unless RASR's ``error`` and ``error_signal`` (T', C) of finishError are finite."""
+    finite = numpy.isfinite(error_signal)
+    if not finite.all():
+        frame, label = (int(i) for i in numpy.argwhere(~finite)[0])
+        raise TrainerError(
+            f"finishError for segment {segment.name!r}: RASR's errorSignal is not finite at frame {frame}, class "
+            f"{label} (value {error_signal[frame, label]}; {int((~finite).sum())} of {finite.size} values are not "
+            f"finite), error {error}. Expected finite numbers: back-propagating it would make every weight NaN. "
+            f"RASR's criterion gave NaN or infinity for this segment: a posterior of 0 under the criterion (log 0), "
+            f"an alignment or orthography the criterion cannot reach, or non-finite posteriors from the model")
+    if not math.isfinite(error):
+        raise TrainerError(
+            f"finishError for segment {segment.name!r}: RASR's error is {error}; expected a finite number (RASR's "
+            f"criterion gave NaN or infinity for this segment: a posterior of 0 under the criterion, or an "
+            f"alignment or orthography the criterion cannot reach)")
+
+
 class TorchTrainer(Trainer):
     """``trainer:torch`` (see the module docstring for the contract)."""
 
@@ -287,7 +320,7 @@ class TorchTrainer(Trainer):
         use_cuda = cuda_enabled and torch.cuda.is_available()
         self.device = torch.device(f"cuda:{max(cuda_active_gpu, 0)}" if use_cuda else "cpu")
         self.accumulate = config.accum_grad_multiple_step
-        self.group: Optional[ProcessGroup] = ProcessGroup.from_environment(self.device)
+        self.group: Optional[ProcessGroup] = ProcessGroup.from_environment(self.device, config.distributed_timeout)
         #: The user's module; ``network`` is what is called (DistributedDataParallel around it, or itself).
         self.model: Optional[torch.nn.Module] = None
         self.network: Optional[torch.nn.Module] = None
@@ -383,10 +416,12 @@ class TorchTrainer(Trainer):
 
     def start_epoch(self, epoch: int) -> None:
         """The first epoch builds the model, or (a later first epoch without a checkpoint_dir
-        resume: start_epoch) continues from ``<model>.<epoch - 1:03d>.pt``."""
+        resume: start_epoch, or the epoch after the last with both files) continues from
+        ``<model>.<epoch - 1:03d>.pt``."""
         if self.model is None and epoch > 1:
-            self._resume(epoch - 1, f"the run starts at epoch {epoch} (start_epoch) and continues from epoch "
-                                    f"{epoch - 1}")
+            why = "start_epoch" if self.config.start_epoch is not None else \
+                f"after the last finished epoch, whose {self.path(epoch - 1, 'pt')} and .onnx exist"
+            self._resume(epoch - 1, f"the run starts at epoch {epoch} ({why}) and continues from epoch {epoch - 1}")
         elif self.model is None:
             self._build(epoch)
         if self.network is None:
@@ -426,8 +461,7 @@ class TorchTrainer(Trainer):
         failure = None
         if self.is_main:
             try:
-                write_checkpoint(self.path(epoch, "pt"), self._state(epoch))
-                export_onnx(self.model, self.path(epoch, "onnx"), self.input_dim, self.config.onnx_exporter)
+                self._write_epoch_files(epoch)
             except Exception as error:
                 failure = error
         if self.group:
@@ -439,6 +473,22 @@ class TorchTrainer(Trainer):
         stats.files_seconds = time.perf_counter() - stats.started - stats.training_seconds
         self.last_epoch_stats = stats
         self._log_epoch(epoch, digest)
+
+    def _write_epoch_files(self, epoch: int) -> None:
+        """``<model>.NNN.pt``, then ``<model>.NNN.onnx``, each complete or absent; both exist only
+        once the epoch is done (a restarted job without checkpoint_dir resumes after the last
+        epoch with both). Nothing is written of a model or optimizer state that is not finite."""
+        checkpoint, export = self.path(epoch, "pt"), self.path(epoch, "onnx")
+        state = self._state(epoch)
+        check_finite_state(state, f"after epoch {epoch} (neither {checkpoint} nor {export} is written)",
+                           buffers=[name for name, _ in self.model.named_buffers()])
+        for path in (checkpoint, export):
+            for leftover in remove_stale_temporaries(path):
+                logger.info("torch trainer: removed %s, left by a process that was killed while writing", leftover)
+        with contextlib.suppress(FileNotFoundError):  # an earlier attempt's: the .pt comes first
+            os.unlink(export)
+        write_checkpoint(checkpoint, state)
+        export_onnx(self.model, export, self.input_dim, self.config.onnx_exporter)
 
     def save_checkpoint(self, directory: str, epoch: int) -> None:
         """Nothing more to write: end_epoch wrote ``<model>.<epoch:03d>.pt`` (the session's
@@ -497,7 +547,12 @@ class TorchTrainer(Trainer):
                 raise TrainerError(f"train_step() in model_file {self.model_file.path!r} returned "
                                    f"{type(loss).__name__}{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}"
                                    f"; expected a scalar loss tensor that requires grad")
-            self._stats.loss += float(loss.detach()) * batch.num_frames
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise TrainerError(f"train_step() in model_file {self.model_file.path!r} returned the loss {value} "
+                                   f"for the mini-batch of {_names(batch.segments)} (epoch {self.epoch}, step "
+                                   f"{self.step}); expected a finite number: nothing of the epoch is written")
+            self._stats.loss += value * batch.num_frames
         else:
             loss = self._frame_cross_entropy(batch)
         (loss / self.accumulate).backward()
@@ -515,7 +570,12 @@ class TorchTrainer(Trainer):
         weighted = torch.nn.functional.cross_entropy(real, targets, reduction="none") * batch.weights[batch.mask]
         total = weighted.sum()
         with torch.no_grad():
-            self._stats.loss += float(total.detach())
+            value = float(total.detach())
+            if not math.isfinite(value):
+                raise TrainerError(f"the cross-entropy of the mini-batch of {_names(batch.segments)} is {value} "
+                                   f"(epoch {self.epoch}, step {self.step}): the model's outputs are not finite "
+                                   f"(training diverged? lower learning_rate); nothing of the epoch is written")
+            self._stats.loss += value
             self._stats.errors += int((real.argmax(dim=-1) != targets).sum())
         return total / max(real.shape[0], 1)
 
@@ -572,6 +632,7 @@ class TorchTrainer(Trainer):
         pending, self._pending = self._pending, None
         if pending is None or pending[0] is not segment:
             raise TrainerError(f"backward for segment {segment.name!r} without its forward")
+        _check_rasr_error(segment, error, error_signal)
         _, logits, posteriors = pending
         if natural_pairing_type == "softmax":
             target = logits  # the signal is d criterion / d logits (RASR: softmax minus Kronecker delta)
