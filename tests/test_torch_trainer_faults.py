@@ -15,7 +15,7 @@ from conftest import end_training_session
 
 import sprintiface
 from sprintiface import TrainerError
-from sprintiface.replay import TORCH_DEMO_MODEL_FILE, synthetic_segment
+from sprintiface.demos import TORCH_DEMO_MODEL_FILE, synthetic_segment
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
@@ -52,7 +52,7 @@ def checkpoint(prefix, epoch):
 #: "" for none, "all"), the index of the segment at which the process is killed (-1: never).
 RASR_JOB = textwrap.dedent("""
     import json, os, sys, numpy, sprintiface
-    from sprintiface.replay import synthetic_segment
+    from sprintiface.demos import synthetic_segment
     config, partition, stop = sys.argv[1], sys.argv[2], int(sys.argv[3])
     names = ["train/%d" % i for i in range(10)]
     mine = None if partition == "all" else set(partition.split(","))
