@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -18,10 +19,12 @@ from sprintiface.sisyphus import MissingDependencyError, pymod_config_items
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(code: str, **env) -> str:
-    """``code`` in a fresh interpreter (this one's sys.path), its stdout."""
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **env})
+def _run(code: str, *args: str, **env) -> str:
+    """``code`` in a fresh interpreter, its stdout. It runs away from the source tree (whose
+    unbuilt ``sprintiface`` folder would shadow the installed package) and finds i6_core and
+    Sisyphus as this process did: through PYTHONPATH."""
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
+                            cwd=tempfile.gettempdir(), env={**os.environ, **env})
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -215,10 +218,7 @@ for job, section in zip(jobs(scorer), (RECOGNITION_SECTION, ALIGNMENT_SECTION)):
 
 def test_pymod_path_is_written_and_in_no_jobs_hash(i6):
     def run(path):
-        result = subprocess.run([sys.executable, "-c", PYMOD_PATH_RUN, path], capture_output=True, text=True,
-                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, cwd=ROOT)
-        assert result.returncode == 0, result.stderr
-        return [line.split() for line in result.stdout.splitlines()]
+        return [line.split() for line in _run(PYMOD_PATH_RUN, path).splitlines()]
 
     first, second = run("/opt/a/site-packages"), run("/opt/b/site-packages")
     assert [count for _, count in first] == ["1", "1"]  # recognition and alignment each write it once
