@@ -43,7 +43,7 @@ class MissingDependencyError(SprintifaceError, ImportError):
 
 
 def _plain(value: Any) -> bool:
-    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    return isinstance(value, (str, int, float))  # bool too: "True" parses as sprintiface's true
 
 
 def pymod_config_items(onnx_model: Any, prior_file: Any = None, prior_scale: Optional[float] = None,
