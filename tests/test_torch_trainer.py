@@ -369,7 +369,7 @@ def test_train_step_for_target_modes_without_alignments(tmp_path):
         sprintiface.feedInputAndTargetSegmentOrth(features=fortran(features), targetSegmentOrth=orthography,
                                                   weights=None, segmentName=name)
     sprintiface.exit()
-    assert trainer.model_file.module.SEEN == [(1, ["hello world ", "hi "], (2, 7, INPUT_DIM), [5, 7], None),
+    assert trainer.model_file.module.SEEN == [(1, ["hi ", "hello world "], (2, 7, INPUT_DIM), [7, 5], None),
                                               (1, ["x "], (1, 3, INPUT_DIM), [3], None)]
     assert checkpoint(tmp_path / "am", 1)["step"] == 2
 

@@ -201,7 +201,10 @@ class Batch:
 
 
 def collate(segments: List[Segment], device: torch.device) -> Batch:
-    """The padded :class:`Batch` of ``segments``."""
+    """The padded :class:`Batch` of ``segments``, longest first (equal lengths in the order fed):
+    ``lengths`` is non-increasing, as ``pack_padded_sequence(enforce_sorted=True)`` requires."""
+    # sorted here, not in Batcher: which segments make a batch stays as it was, only their rows move
+    segments = sorted(segments, key=lambda segment: -segment.num_frames)
     lengths = numpy.array([segment.num_frames for segment in segments], dtype=numpy.int32)
     size, frames, dim = len(segments), int(lengths.max()), segments[0].features.shape[1]
     features = numpy.zeros((size, frames, dim), dtype=numpy.float32)
