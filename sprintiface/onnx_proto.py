@@ -398,9 +398,7 @@ class _Repeated(list):  # type: ignore[type-arg]
         """A new message appended to this repeated message field, with ``fields`` set."""
         if self._field.kind != _MESSAGE or self._field.message is None:
             raise AttributeError(f"{self._field.name}: add() is for repeated message fields")
-        message = self._field.message()()
-        for name, value in fields.items():
-            setattr(message, name, value)
+        message = self._field.message()(**fields)
         self.append(message)
         return message
 
