@@ -40,8 +40,8 @@ from __future__ import annotations
 import io
 import os
 import struct
-from typing import (Any, BinaryIO, Callable, ClassVar, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple,
-                    Union)
+from typing import (Any, BinaryIO, Callable, ClassVar, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy
 
@@ -327,7 +327,7 @@ class _Field:
     __slots__ = ("number", "name", "kind", "repeated", "packed", "message", "oneof")
 
     def __init__(self, number: int, name: str, kind: int, repeated: bool = False, packed: bool = False,
-                 message: Optional[Callable[[], type]] = None, oneof: Optional[frozenset] = None):
+                 message: Optional[Callable[[], "type[_Message]"]] = None, oneof: Optional[FrozenSet[int]] = None):
         self.number, self.name, self.kind, self.repeated, self.packed = number, name, kind, repeated, packed
         self.message = message
         self.oneof = oneof
@@ -444,7 +444,7 @@ class _Repeated(list):  # type: ignore[type-arg]
         super().__delitem__(index)
         self._changed()
 
-    def __iadd__(self, values: Iterable[Any]) -> "_Repeated":  # type: ignore[override,misc]
+    def __iadd__(self, values: Iterable[Any]) -> "_Repeated":  # type: ignore[misc]
         self.extend(values)
         return self
 
@@ -472,7 +472,7 @@ class _Message:
 
     FIELDS: ClassVar[Tuple[_Field, ...]] = ()
     #: Singular message fields that ``weights="external"`` reaches into (ModelProto.graph).
-    _PASS_EXTERNAL: ClassVar[frozenset] = frozenset()  # type: ignore[type-arg]
+    _PASS_EXTERNAL: ClassVar[FrozenSet[int]] = frozenset()
     _BY_NAME: ClassVar[Dict[str, _Field]]
     _BY_NUMBER: ClassVar[Dict[int, _Field]]
     __slots__ = ("_source", "_spans", "_parsed", "_values", "_present", "_unknown", "_dirty", "_parent",
@@ -715,7 +715,7 @@ class _Message:
             object.__setattr__(message, "_dirty", True)
             if parent is not None:
                 parent._parse()
-                field = parent._BY_NAME[message._parent_field]  # type: ignore[index]
+                field = parent._BY_NAME[message._parent_field]
                 if not field.repeated:
                     if parent._values.get(field.name) is not message:
                         return  # detached (replaced or cleared): its parent no longer holds it
@@ -798,7 +798,7 @@ class _Message:
         """The message's bytes (an unchanged message: its original bytes)."""
         out = io.BytesIO()
         try:
-            self._encode().write(out)  # type: ignore[arg-type]
+            self._encode().write(out)
         except _Truncated:
             raise (self._source.error() if self._source else ModelError("truncated source")) from None
         return out.getvalue()
@@ -832,7 +832,7 @@ class _ParsedList(list):  # type: ignore[type-arg]
 
 
 def _f(number: int, name: str, kind: int, *, repeated: bool = False, packed: bool = False,
-       message: Optional[Callable[[], type]] = None, oneof: Optional[Iterable[int]] = None) -> _Field:
+       message: Optional[Callable[[], "type[_Message]"]] = None, oneof: Optional[Iterable[int]] = None) -> _Field:
     return _Field(number, name, kind, repeated, packed, message, frozenset(oneof) if oneof else None)
 
 
@@ -1201,7 +1201,7 @@ def to_array(tensor: Any, base_dir: Optional[str] = None) -> numpy.ndarray:
     if not isinstance(tensor, TensorProto):
         from onnx import numpy_helper
 
-        return numpy_helper.to_array(tensor, base_dir or "")  # type: ignore[no-any-return]
+        return numpy_helper.to_array(tensor, base_dir or "")
     tensor._parse()
     data_type = tensor.data_type
     if data_type not in _DTYPES:

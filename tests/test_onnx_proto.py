@@ -485,6 +485,19 @@ _FLOAT32 = st.floats(width=32, allow_nan=False)
 
 
 @st.composite
+def _with_unknown(draw, message):
+    """``message``, sometimes with a field no schema knows inside it (onnx keeps it, and
+    so must onnx_proto, in nested messages too)."""
+    if draw(st.integers(0, 3)):
+        return message
+    field = _unknown_field(draw(st.integers(30, 5000)), draw(st.sampled_from([0, 1, 2, 5])),
+                           draw(st.binary(max_size=10)))
+    data = message.SerializeToString()
+    at = draw(st.sampled_from([0, len(data)]))
+    return type(message).FromString(data[:at] + field + data[at:])
+
+
+@st.composite
 def _tensors(draw, name=None):
     dtype = draw(st.sampled_from(DTYPES))
     shape = draw(st.lists(st.integers(0, 3), max_size=3))
@@ -493,7 +506,7 @@ def _tensors(draw, name=None):
     tensor = _tensor(dtype, values, draw(st.sampled_from(["raw", "typed"])), name or draw(_NAMES))
     if draw(st.booleans()):
         tensor.doc_string = draw(_DOCS)
-    return tensor
+    return draw(_with_unknown(tensor))
 
 
 @st.composite
@@ -510,7 +523,7 @@ def _value_infos(draw):
     value_info = helper.make_tensor_value_info(name, elem, dims)
     if draw(st.booleans()):
         value_info.doc_string = draw(_DOCS)
-    return value_info
+    return draw(_with_unknown(value_info))
 
 
 @st.composite
@@ -543,7 +556,7 @@ def _graphs(draw, depth=0):
                                 draw(st.lists(_NAMES, max_size=3)), draw(st.lists(_NAMES, max_size=2)),
                                 name=draw(st.one_of(st.none(), _NAMES)), domain=draw(st.one_of(st.none(), _NAMES)),
                                 doc_string=draw(st.one_of(st.none(), _DOCS)), **attributes)
-        nodes.append(node)
+        nodes.append(draw(_with_unknown(node)))
     return helper.make_graph(nodes, draw(_NAMES), draw(st.lists(_value_infos(), max_size=3)),
                              draw(st.lists(_value_infos(), max_size=3)),
                              initializer=draw(st.lists(_tensors(), max_size=3)),
@@ -585,7 +598,7 @@ def _models(draw):
     return data
 
 
-_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+_SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                              HealthCheck.data_too_large])
 
 
@@ -638,6 +651,19 @@ def test_random_models_with_external_weights_read_like_onnx(data):
             for their_tensor, our_tensor in zip(on_disk.graph.initializer, ours.graph.initializer):
                 expected = _as_comparable(numpy_helper.to_array(their_tensor, folder))
                 assert onnx_proto.to_array(our_tensor).tobytes() == expected.tobytes()
+        # The inline model's weights as references into its own file read back as the originals.
+        inline_path = os.path.join(folder, "inline.onnx")
+        with open(inline_path, "wb") as file:
+            file.write(data)
+        with onnx_proto.load(inline_path) as ours:
+            referencing = onnx.ModelProto.FromString(ours.SerializeToString(weights="external",
+                                                                             min_external_bytes=1))
+        moved = [t for t in referencing.graph.initializer if t.data_location == TensorProto.EXTERNAL]
+        assert all(t.external_data[0].value == "inline.onnx" for t in moved)
+        onnx.load_external_data_for_model(referencing, folder)
+        originals = onnx.ModelProto.FromString(data).graph.initializer  # save_model changed `theirs`
+        for tensor, original in zip(referencing.graph.initializer, originals):
+            assert tensor.raw_data == original.raw_data
 
 
 # -- torch exports ---------------------------------------------------------------------
