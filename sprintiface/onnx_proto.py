@@ -38,6 +38,7 @@ Field numbers are ONNX's (onnx/onnx.proto, proto2 syntax).
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 from typing import (Any, BinaryIO, Callable, ClassVar, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence,
@@ -1132,9 +1133,11 @@ def _external_bytes(tensor: TensorProto, base_dir: Optional[str], count: int, it
         raise _tensor_error(tensor, f"has external data outside the model's directory ({location!r})")
     try:
         offset = int(entries.get("offset", "0"))
-        length = int(entries["length"]) if "length" in entries else None
+        length: Optional[int] = int(entries["length"]) if "length" in entries else None
     except ValueError:
-        raise _tensor_error(tensor, f"has a bad external-data offset or length ({entries})") from None
+        offset = -1
+    if offset < 0 or (length is not None and length < 0):
+        raise _tensor_error(tensor, f"has a bad external-data offset or length ({entries})")
     if base_dir is None:
         if tensor._source is None or tensor._source.path is None:
             raise _tensor_error(tensor, "has external data, and base_dir is not given")
@@ -1145,6 +1148,10 @@ def _external_bytes(tensor: TensorProto, base_dir: Optional[str], count: int, it
         raise _tensor_error(tensor, f"has {length} bytes of external data in {path!r} for {count} values")
     try:
         with open(path, "rb") as file:
+            available = os.fstat(file.fileno()).st_size - offset
+            if available < expected:  # checked before allocating: dims may be corrupt
+                raise _tensor_error(tensor, f"needs {expected} bytes of external data at offset {offset} of "
+                                            f"{path!r}, which holds {max(available, 0)} there")
             buffer = bytearray(expected)
             got = 0
             while got < expected:  # readinto: the array's bytes are read once, not copied
@@ -1212,7 +1219,7 @@ def to_array(tensor: Any, base_dir: Optional[str] = None) -> numpy.ndarray:
     dims = [int(d) for d in tensor.dims]
     if any(d < 0 for d in dims):
         raise _tensor_error(tensor, f"has negative dims {dims}")
-    count = int(numpy.prod(dims, dtype=numpy.int64)) if dims else 1
+    count = math.prod(dims)  # Python ints: a corrupt dims cannot overflow into a small count
     dtype_name, typed_field = _DTYPES[data_type]
     dtype = numpy.dtype(dtype_name)
     if tensor.data_location == TensorProto.EXTERNAL:

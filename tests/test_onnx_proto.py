@@ -308,6 +308,39 @@ def test_a_broken_node_is_a_model_error_when_read():
         parsed.graph.node[0].op_type
 
 
+def _read_everything(message) -> None:
+    """Read every field onnx_proto knows, and every tensor as an array."""
+    for field in type(message).FIELDS:
+        value = getattr(message, field.name)
+        items = value if field.repeated else [value]
+        if field.message is not None:
+            for item in items:
+                _read_everything(item)
+    if isinstance(message, onnx_proto.TensorProto):
+        onnx_proto.to_array(message, "/nonexistent")
+
+
+_CORRUPTIBLE = build_nested().SerializeToString()
+
+
+@settings(max_examples=300, deadline=None)
+@given(cut=st.integers(0, len(_CORRUPTIBLE)), flips=st.lists(st.tuples(st.integers(0, len(_CORRUPTIBLE) - 1),
+                                                                       st.integers(1, 255)), max_size=4))
+def test_corrupt_bytes_are_model_errors_or_a_model(cut, flips):
+    """Truncated or altered bytes: decoding every part gives a model or a ModelError, never
+    another exception (RASR would print a traceback from deep inside the parser)."""
+    data = bytearray(_CORRUPTIBLE[:cut])
+    for at, mask in flips:
+        if at < len(data):
+            data[at] ^= mask
+    try:
+        model = onnx_proto.load_from_string(bytes(data), name="corrupt.onnx")
+        _read_everything(model)
+        model.SerializeToString()
+    except ModelError as error:
+        assert "corrupt.onnx" in str(error) or "/nonexistent" in str(error)
+
+
 # -- tensors -----------------------------------------------------------------------------
 
 DTYPES = [numpy.float32, numpy.float16, numpy.float64, "bfloat16", numpy.int8, numpy.uint8, numpy.int16,

@@ -83,13 +83,22 @@ interface = graph.prepare(model, path)
 }
 
 
+# The child's own high-water mark: ru_maxrss of a child also counts the parent's memory it
+# was forked from (before exec).
+_PEAK = """
+with open("/proc/self/status") as status:
+    print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+"""
+
+
 def _child(variant: str, path: str):
-    code = f"import os\npath = {path!r}\n" + VARIANTS[variant]
-    process = subprocess.Popen([sys.executable, "-c", code])
+    code = f"import os\npath = {path!r}\n" + VARIANTS[variant] + _PEAK
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    peak_kib = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     if status:
         raise SystemExit(f"{variant} failed ({status})")
-    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return usage.ru_utime + usage.ru_stime, int(peak_kib.split()[-1]) / 1024
 
 
 def main() -> None:
