@@ -1120,7 +1120,10 @@ _TYPE_NAMES = {0: "UNDEFINED", 8: "STRING", 14: "COMPLEX64", 15: "COMPLEX128", 1
 
 
 def _tensor_error(tensor: TensorProto, what: str) -> ModelError:
-    source = tensor._source.name if tensor._source is not None else "<in memory>"
+    holder: Optional[_Message] = tensor  # a tensor made in memory: name the model that holds it
+    while holder is not None and holder._source is None:
+        holder = holder._parent
+    source = holder._source.name if holder is not None and holder._source is not None else "<in memory>"
     return ModelError(f"ONNX model {source!r}: tensor {tensor.name!r} {what}")
 
 

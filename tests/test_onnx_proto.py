@@ -311,6 +311,8 @@ def test_a_broken_node_is_a_model_error_when_read():
 def _read_everything(message) -> None:
     """Read every field onnx_proto knows, and every tensor as an array."""
     for field in type(message).FIELDS:
+        if not field.repeated and field.message is not None and not message.HasField(field.name):
+            continue
         value = getattr(message, field.name)
         items = value if field.repeated else [value]
         if field.message is not None:
