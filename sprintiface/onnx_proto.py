@@ -115,7 +115,8 @@ class _FileSource(_Source):
         except OSError as error:
             raise ModelError(f"ONNX model {path!r} cannot be read: {error.strerror}") from None
         self.path = os.path.realpath(path)
-        self.size = os.fstat(self.file.fileno()).st_size
+        opened = os.fstat(self.file.fileno())
+        self.size, self._mtime_ns = opened.st_size, opened.st_mtime_ns
         self._cache = b""
         self._cache_start = 0
 
@@ -148,6 +149,19 @@ class _FileSource(_Source):
         chunk = 16 << 20
         for position in range(start, end, chunk):
             out.write(self._pread(position, min(end, position + chunk) - position))
+
+    def is_current(self) -> bool:
+        """Whether the path still names the file that was opened, unchanged (same inode,
+        size and modification time)."""
+        if self.file is None or self.path is None:
+            return False
+        try:
+            now = os.stat(self.path)
+        except OSError:
+            return False
+        opened = os.fstat(self.file.fileno())
+        return (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == \
+            (opened.st_dev, opened.st_ino, self.size, self._mtime_ns)
 
     def close(self) -> None:
         if self.file is not None:
@@ -1063,6 +1077,16 @@ class ModelProto(_Message):
                                  f"(the file the bytes were read from)")
             location = os.path.basename(self._source.path)
         return self._encode(_External(self._source, location, min_external_bytes))
+
+    def source_is_current(self) -> bool:
+        """Whether the file the model was loaded from is still at its path, unchanged.
+
+        ``weights="external"`` refers to the weights by the file's name and offsets;
+        ONNX Runtime opens that name. Check this after ONNX Runtime has read the weights:
+        False means the file was replaced or rewritten meanwhile, and what ONNX Runtime
+        read may not be this model's weights. Always False for a model from bytes.
+        """
+        return isinstance(self._source, _FileSource) and self._source.is_current()
 
     def close(self) -> None:
         """Close the model's file (raw data can no longer be read)."""

@@ -454,6 +454,21 @@ def test_the_file_opened_is_the_one_read_when_its_name_is_replaced(tmp_path):
         assert model.SerializeToString() == first.SerializeToString()
 
 
+def test_source_is_current_until_the_file_is_replaced_or_rewritten(tmp_path):
+    path = str(tmp_path / "m.onnx")
+    save_model(build_mlp(12, 30, (16,), seed=1), path)
+    with onnx_proto.load(path) as model:
+        assert model.source_is_current()
+        save_model(build_mlp(12, 30, (16,), seed=2), path)  # replaced under its name
+        assert not model.source_is_current()
+    with onnx_proto.load(path) as model:
+        with open(path, "r+b") as file:  # rewritten in place
+            file.seek(0, os.SEEK_END)
+            file.write(b"\0")
+        assert not model.source_is_current()
+    assert not onnx_proto.load_from_string(build_mlp(12, 30, (16,)).SerializeToString()).source_is_current()
+
+
 def test_weights_external_from_bytes_needs_the_location(tmp_path):
     data = build_mlp(12, 30, (16,)).SerializeToString()
     model = onnx_proto.load_from_string(data)
