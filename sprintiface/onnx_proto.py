@@ -539,14 +539,18 @@ class _Message:
         try:
             for start, end in self._spans:
                 self._parse_span(source, start, end)
-        except _Truncated:
+        except (_Truncated, UnicodeDecodeError) as error:
+            # Nothing half-read is kept: a second access fails the same way.
+            self._values.clear()
+            self._present.clear()
+            self._unknown.clear()
+            if isinstance(error, UnicodeDecodeError):
+                raise source.error(f"a string of a {type(self).__name__} is not UTF-8") from None
             raise source.error() from None
-        except UnicodeDecodeError:
-            raise source.error(f"a string of a {type(self).__name__} is not UTF-8") from None
         object.__setattr__(self, "_parsed", True)
 
     def _parse_span(self, source: _Source, start: int, end: int) -> None:
-        values, present = self._values, self._present
+        values = self._values
         for number, wire, field_start, value_start, value_end in _fields(source, start, end):
             field = self._BY_NUMBER.get(number)
             packed = field is not None and field.repeated and wire == _BYTES and field.kind in _NUMERIC
@@ -751,13 +755,12 @@ class _Message:
             return out
         self._parse()
         values = self._values
-        for field in self.FIELDS_IN_ORDER():
+        for field in self._fields_in_order():
             value = values.get(field.name)
             if field.repeated:
                 if not value:
                     continue
-                items = value if isinstance(value, _Repeated) else value
-                self._encode_repeated(out, field, items, external)
+                self._encode_repeated(out, field, value, external)  # a _Repeated, or as parsed
             elif field.name in self._present:
                 if field.kind == _MESSAGE:
                     out.add_message(field.number,
@@ -802,7 +805,8 @@ class _Message:
         return item._encode()
 
     @classmethod
-    def FIELDS_IN_ORDER(cls) -> Sequence[_Field]:  # noqa: N802
+    def _fields_in_order(cls) -> Sequence[_Field]:
+        """The fields by number: the order protobuf writes them in (then unknown fields)."""
         order: Optional[Sequence[_Field]] = cls.__dict__.get("_ORDER")
         if order is None:
             order = tuple(sorted(cls.FIELDS, key=lambda f: f.number))
