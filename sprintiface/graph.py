@@ -6,8 +6,11 @@ a :class:`sprintiface.plan.ModelInterface` (the plan, which needs no onnx).
 What a frame-synchronous acoustic model may look like:
 
 - a feature input of shape [B, T, F] (B = 1 is fed) or [T, F], float32;
-- optionally a sequence-length input of shape [B] or [] (int32/int64), fed T
-  (RETURNN exports call it ``data:size1``, RASR's ONNX scorer ``features-size``);
+- optionally a sequence-length input of shape [B] or [] (int32/int64), fed T:
+  the one named ``length_name``, else the one whose name says it is a length
+  (:func:`sprintiface.plan.looks_like_length`: RETURNN's ``data:size1``, RASR's
+  ONNX scorer's ``features-size``, ``lengths``, ``seq_len``, ...); any other
+  input is a ModelError (T fed to a speaker id would score silently wrong);
 - an output of shape [B, T, C] or [T, C], float32.
 
 Names are detected when unambiguous, else given (``input_name``,
@@ -30,7 +33,8 @@ from typing import Optional
 import numpy
 
 from sprintiface.errors import ModelError
-from sprintiface.plan import FLOAT32, KIND_OF_OP, LENGTH_DTYPES, ModelInterface, TensorInfo
+from sprintiface.plan import (FLOAT32, KIND_OF_OP, LENGTH_DTYPES, LENGTH_NAME_PATTERNS, ModelInterface,
+                              TensorInfo, looks_like_length)
 
 def load(path: str):
     """The ModelProto at ``path``; ModelError when it cannot be read."""
@@ -80,6 +84,31 @@ def _require_float(tensors, given: Optional[str], what: str, key: str, shape: st
     return tensor
 
 
+def _is_length_shaped(tensor: TensorInfo) -> bool:
+    return tensor.elem_type in LENGTH_DTYPES and tensor.rank in (0, 1)
+
+
+def _length_input(inputs, feature_input: TensorInfo, given: Optional[str], path: str) -> Optional[TensorInfo]:
+    """The input fed T: the one named ``given`` (any int32/int64 input of shape [B] or []),
+    else the one int32/int64 [B]/[] input whose name says it is a length
+    (:func:`sprintiface.plan.looks_like_length`), else None. Feeding T to an integer
+    input that is something else (a speaker id) would score silently wrong, so two
+    length-looking inputs are a ModelError, not a guess."""
+    if given is not None:
+        tensor = _pick((), given, "sequence-length input", "length_name", inputs, path)
+        if tensor is feature_input or not _is_length_shaped(tensor):
+            raise ModelError(f"ONNX model {path!r}, length_name={given!r}: length input {tensor.describe()} must "
+                             f"be int32/int64 of shape [B] or []")
+        return tensor
+    candidates = [t for t in inputs if t is not feature_input and _is_length_shaped(t) and looks_like_length(t.name)]
+    if len(candidates) > 1:
+        raise ModelError(
+            f"ONNX model {path!r}: several inputs look like the sequence length "
+            f"({', '.join(t.describe() for t in candidates)}); set length_name:<name> to the one that is "
+            f"(sprintiface prepare --length-name <name>)")
+    return candidates[0] if candidates else None
+
+
 def _static(dim) -> Optional[int]:
     return dim if isinstance(dim, int) and dim > 0 else None
 
@@ -104,13 +133,25 @@ def describe(model, path: str, input_name: Optional[str] = None, output_name: Op
             f"ONNX model {path!r}: feature input {feature_input.describe()} has a fixed time axis "
             f"({feature_input.shape[-2]} frames), but RASR feeds segments of any length; export it with a "
             f"dynamic time axis (torch.onnx.export: dynamic_axes or dynamic_shapes)")
-    integer_inputs = [t for t in inputs if t.elem_type in LENGTH_DTYPES and t.rank in (0, 1)]
-    length_input = _pick(integer_inputs, length_name, "sequence-length input", "length_name", inputs, path)
-    if length_input is not None and (length_input.elem_type not in LENGTH_DTYPES or length_input.rank not in (0, 1)):
-        raise ModelError(f"ONNX model {path!r}: length input {length_input.describe()} must be int32/int64 of "
-                         f"shape [B] or []")
+    length_input = _length_input(inputs, feature_input, length_name, path)
     fed = {feature_input.name} | ({length_input.name} if length_input else set())
     unfed = [t for t in inputs if t.name not in fed]
+    integers = [t for t in unfed if _is_length_shaped(t)]
+    if integers:
+        # T fed to an integer input that is something else (a speaker id) scores silently wrong.
+        names, first = ", ".join(t.describe() for t in integers), integers[0].name
+        if length_input is None:
+            raise ModelError(
+                f"ONNX model {path!r}: integer input(s) {names} are not the sequence length by their name, and "
+                f"sprintiface feeds T only to the sequence length (an int32/int64 input of shape [B] or [] "
+                f"named like {', '.join(LENGTH_NAME_PATTERNS)}; see docs/models.md); if {first!r} is the "
+                f"length, set length_name:{first} (sprintiface prepare --length-name {first}), else "
+                f"sprintiface cannot feed it")
+        how = "as length_name says" if length_name is not None else \
+            f"by its name; if {first!r} is the length instead, set length_name:{first}"
+        raise ModelError(
+            f"ONNX model {path!r}: integer input(s) {names} are not the sequence length, which is "
+            f"{length_input.describe()} ({how}), and sprintiface feeds only the features and the length")
     if unfed:
         raise ModelError(f"ONNX model {path!r}: input(s) {', '.join(t.describe() for t in unfed)} are neither the "
                          f"features nor the sequence length, and sprintiface cannot feed them")

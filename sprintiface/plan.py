@@ -27,6 +27,23 @@ LENGTH_DTYPES = {INT32: numpy.int32, INT64: numpy.int64}
 #: The final normalisations a model may end in, and what their output holds.
 KIND_OF_OP = {"Softmax": "probs", "LogSoftmax": "log_probs"}
 
+#: Names (lower-cased, shell patterns) that mark an int32/int64 input of shape [B] or [] as the
+#: sequence length, fed T: RETURNN's ``data:size1``, RASR's ``features-size``, torch exports'
+#: ``lengths``, i6-models' ``audio_features_len``, ``seq_len``, ``*_lens``, ``num_frames``.
+LENGTH_NAME_PATTERNS = ("*length*", "*size*", "*len", "*lens", "*frames")
+#: Words that name another size (a name holding one is not taken for the length, e.g. ``batch_size``).
+NOT_LENGTH_WORDS = ("batch", "beam", "chunk", "window", "vocab")
+
+
+def looks_like_length(name: str) -> bool:
+    """Whether an integer input called ``name`` is, by its name, the sequence length
+    (:data:`LENGTH_NAME_PATTERNS`, none of :data:`NOT_LENGTH_WORDS`; case-insensitive)."""
+    import fnmatch
+
+    lowered = name.lower()
+    return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in LENGTH_NAME_PATTERNS) and \
+        not any(word in lowered for word in NOT_LENGTH_WORDS)
+
 
 @dataclass(frozen=True)
 class TensorInfo:
