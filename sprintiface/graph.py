@@ -33,7 +33,7 @@ from typing import Optional
 import numpy
 
 from sprintiface.errors import ModelError
-from sprintiface.plan import (FLOAT32, KIND_OF_OP, LENGTH_DTYPES, LENGTH_NAME_PATTERNS, ModelInterface,
+from sprintiface.plan import (BFLOAT16, FLOAT32, KIND_OF_OP, LENGTH_DTYPES, LENGTH_NAME_PATTERNS, ModelInterface,
                               TensorInfo, looks_like_length)
 
 def load(path: str):
@@ -336,12 +336,21 @@ def _bias_add(graph, name: str, classes, base_dir: str):
 
 def cut_normalisation(model, interface: ModelInterface) -> ModelInterface:
     """Cut a final Softmax/LogSoftmax over the class axis (with the Cast, Log, Neg and
-    Identity nodes between it and the output, and a bias Add before it) off
-    ``model``, in place, when it holds the kind the output is taken to hold.
+    Identity nodes between it and the output, the Casts between it and the logits, and
+    a float32 bias Add before it) off ``model``, in place, when it holds the kind the
+    output is taken to hold.
+
+    The served tensor is float32: logits of another type (a float16 or double head)
+    get a Cast to float32 appended, and their bias Add stays in the graph (the score
+    kernel adds a float32 bias, which rounds otherwise than the model's own Add).
+    Logits in bfloat16 are a ModelError: ONNX Runtime's CPU provider computes
+    nothing in bfloat16.
 
     Returns the interface with ``served_output``, ``served_kind`` (``logits``)
     and ``logit_bias`` set; the interface unchanged when there is nothing to cut.
     """
+    from onnx import helper
+
     graph = model.graph
     output = interface.output
     final = _final_normalisation(graph, output.name)
@@ -355,19 +364,38 @@ def cut_normalisation(model, interface: ModelInterface) -> ModelInterface:
     logits = casts[-1].input[0] if casts else final.normaliser.input[0]
     if _readers(graph, logits) != 1:
         return interface  # the logits are read elsewhere too (a graph output, a loop body): keep it whole
-    # Without a Cast, Softmax/LogSoftmax keep the type: the logits are float32 like the output.
-    # Through Casts, their type must be known to be float32 (not a float16 model's logits).
-    if casts and _elem_type(graph, logits) != FLOAT32:
-        return interface
+    # Without a Cast in the chain, Softmax/LogSoftmax/Log/Neg keep the type: the logits are
+    # float32 like the output. Through Casts they are what their producer makes (a float16
+    # head's MatMul makes float16), or unknown: both are cast to float32 below.
+    logit_type = FLOAT32 if not any(node.op_type == "Cast" for node in cut) else _elem_type(graph, logits)
+    if logit_type == BFLOAT16:
+        producer = _producer(graph, logits)
+        raise ModelError(
+            f"ONNX model {interface.path!r}: its logits {logits!r} (before the final {final.normaliser.op_type}) "
+            f"are bfloat16, made by {producer.op_type if producer is not None else 'no node'}; ONNX Runtime's "
+            f"CPU provider, which sprintiface runs, has no bfloat16 kernels for arithmetic: export the model in "
+            f"float32 (bfloat16 weights convert to float32 exactly) or float16")
     logit_bias = None
-    bias_add = _bias_add(graph, logits, output.shape[-1], os.path.dirname(os.path.abspath(interface.path)))
-    if bias_add is not None:
-        add_node, logits, logit_bias = bias_add
-        cut.append(add_node)
+    if logit_type == FLOAT32:
+        bias_add = _bias_add(graph, logits, output.shape[-1], os.path.dirname(os.path.abspath(interface.path)))
+        if bias_add is not None:
+            add_node, logits, logit_bias = bias_add
+            cut.append(add_node)
     if logits in {t.name for t in interface.inputs} | {init.name for init in graph.initializer}:
-        return interface
+        return interface  # nothing computes the logits: there is no graph left to serve them
     for node in cut:
         graph.node.remove(node)
+    if logit_type != FLOAT32:
+        # The cast of what the model computes (float16 values are exact in float32; double
+        # ones round once), then the kernel's float32 log_softmax.
+        taken = {name for node in graph.node for name in (*node.input, *node.output)} | \
+            {v.name for v in (*graph.input, *graph.output)} | {init.name for init in graph.initializer}
+        served = f"{logits}:float32"
+        while served in taken:
+            served += "_"
+        graph.node.append(helper.make_node("Cast", [logits], [served], to=FLOAT32,
+                                           name=f"sprintiface_cast_{logits}_to_float32"))
+        logits = served
     for value_info in graph.output:
         if value_info.name == output.name:
             value_info.name = logits

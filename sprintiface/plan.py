@@ -22,7 +22,7 @@ from sprintiface.errors import ModelError
 #: onnx.TensorProto element types by enum value, named as ONNX names them (lower case).
 ELEMENT_TYPES = {1: "float", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
                  9: "bool", 10: "float16", 11: "double", 12: "uint32", 13: "uint64", 16: "bfloat16"}
-FLOAT32, INT32, INT64 = 1, 6, 7
+FLOAT32, INT32, INT64, FLOAT16, DOUBLE, BFLOAT16 = 1, 6, 7, 10, 11, 16
 LENGTH_DTYPES = {INT32: numpy.int32, INT64: numpy.int64}
 #: The final normalisations a model may end in, and what their output holds.
 KIND_OF_OP = {"Softmax": "probs", "LogSoftmax": "log_probs"}

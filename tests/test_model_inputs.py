@@ -135,3 +135,78 @@ def test_blstm_lengths_are_its_sequence_lens(write_model):
         x = features(13, F)
         numpy.testing.assert_allclose(score_segment(rasr_scorer(f"onnx:{path},log_level:warning", F, C), x),
                                       bare_scores(path, x, "log_probs"), rtol=2e-5, atol=2e-5)
+
+
+# -- float16, double and bfloat16 heads ------------------------------------------
+
+HEADS = [dict(normaliser=normaliser, bias=bias) for normaliser in ("LogSoftmax", "Softmax")
+         for bias in ((-1,), None)]
+KIND = {"LogSoftmax": "log_probs", "Softmax": "probs"}
+FP16_EPS = 2.0 ** -11  # float16's unit roundoff
+
+
+def assert_within_float16(got, expected, what=""):
+    """Scores within float16's rounding of the model's output: of the score relative to its size, or
+    of the probability where float16 has no relative precision left (subnormals and 0 below 2^-14)."""
+    close_scores = numpy.abs(got - expected) <= 8 * FP16_EPS * (1 + numpy.abs(expected))
+    close_probs = numpy.abs(numpy.exp(-got) - numpy.exp(-expected)) <= 8 * 2.0 ** -24
+    bad = ~(close_scores | close_probs)
+    assert not bad.any(), f"{what}: {bad.sum()} scores off, e.g. {got[bad][:4]} vs {expected[bad][:4]}"
+
+
+@pytest.mark.parametrize("head", HEADS, ids=lambda h: f"{h['normaliser']}-{'bias' if h['bias'] else 'nobias'}")
+@pytest.mark.parametrize("head_type", ["float16", "double"])
+def test_a_float16_or_double_head_scores_as_the_bare_model(write_model, tmp_path, capsys, head, head_type):
+    path = write_model(build_head(F, 17, head_type=head_type, scale=8.0, seed=3, **head))
+    x = features(23, F, seed=5)
+    expected = bare_scores(path, x, KIND[head["normaliser"]])
+    check = assert_within_float16 if head_type == "float16" else \
+        (lambda got, want, what: numpy.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5, err_msg=what))
+    scorer = rasr_scorer(f"onnx:{path},log_level:warning", F, 17)
+    check(score_segment(scorer, x), expected, "scorer")
+    # the normalisation is cut; a bias of the head's type stays in the graph (its own rounding)
+    assert scorer.engine.kind == "logits" and scorer.engine.logit_bias is None
+    for form in ((), ("--plain",)):
+        prepared = str(tmp_path / f"prepared{len(form)}.onnx")
+        assert main(["prepare", path, "-o", prepared, *form]) == 0
+        check(score_segment(rasr_scorer(f"onnx:{prepared},log_level:warning", F, 17), x), expected,
+              f"prepared {form}")
+    capsys.readouterr()
+    assert main(["check-model", path, "--input-dim", str(F), "--output-dim", "17"]) == 0
+    assert "applied by sprintiface in place" in capsys.readouterr().out
+
+
+def test_float16_softmax_that_underflows_gets_the_score_of_its_logits(write_model):
+    # float16 probabilities below 2^-24 are 0 (bare: the FLT_MIN cap, 87.3); the cut scores the logits
+    path = write_model(build_head(4, 33, head_type="float16", normaliser="Softmax", scale=30.0, seed=1))
+    x = features(40, 4, seed=2)
+    got = score_segment(rasr_scorer(f"onnx:{path},log_level:warning", 4, 33), x)
+    expected = bare_scores(path, x, "probs")
+    assert_within_float16(got, expected, "scorer")
+    assert (expected >= 87.3).any() and (got > 90).any() and numpy.isfinite(got).all()
+    log_softmax = bare_scores(write_model(build_head(4, 33, head_type="float16", scale=30.0, seed=1)), x,
+                              "log_probs")
+    numpy.testing.assert_allclose(got, log_softmax, rtol=8 * FP16_EPS, atol=8 * FP16_EPS)
+
+
+@pytest.mark.parametrize("normaliser", ["LogSoftmax", "Softmax"])
+def test_bfloat16_logits_are_a_model_error(write_model, tmp_path, capsys, normaliser):
+    path = write_model(build_head(F, C, head_type="bfloat16", normaliser=normaliser))
+    # ONNX Runtime's CPU provider cannot run it either (when it can, this refusal must go)
+    with pytest.raises(Exception, match="NOT_IMPLEMENTED"):
+        onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    message = refused_everywhere(path, tmp_path, capsys)
+    assert "its logits 'logits'" in message and "bfloat16, made by Add" in message
+    assert "export the model in float32" in message
+
+
+def test_a_bfloat16_softmax_of_float32_logits_is_cut(write_model):
+    # log_softmax(x.bfloat16()).float(): the cut computes it from the float32 logits, which
+    # ONNX Runtime's CPU provider could not (no bfloat16 softmax)
+    path = write_model(build_head(before=["Cast:bfloat16"]))
+    x = features(8, 4)
+    scorer = rasr_scorer(f"onnx:{path},log_level:warning", 4, 5)
+    assert scorer.engine.kind == "logits" and scorer.engine.logit_bias is not None
+    reference = write_model(build_head())  # the same weights, all float32
+    numpy.testing.assert_allclose(score_segment(scorer, x), bare_scores(reference, x, "log_probs"),
+                                  rtol=2e-5, atol=2e-5)
