@@ -100,7 +100,9 @@ class ModelInterface:
 
 #: The metadata_props key of a prepared model's plan (a JSON ModelInterface).
 PLAN_KEY = "sprintiface.plan"
-PLAN_VERSION = 1
+#: 2: the length input is the one length_name names or whose name says it is a length
+#: (:func:`looks_like_length`); version 1 took any lone integer input for it.
+PLAN_VERSION = 2
 
 
 def _tensor_to_json(tensor: TensorInfo) -> dict:
@@ -135,9 +137,15 @@ def interface_from_metadata(metadata: Dict[str, str], path: str) -> ModelInterfa
     """The ModelInterface a prepared model records (see :func:`interface_to_metadata`)."""
     try:
         plan = json.loads(metadata[PLAN_KEY])
-        if plan.get("version") != PLAN_VERSION:
+        if plan.get("version") not in (1, PLAN_VERSION):
             raise ModelError(f"ONNX model {path!r} was prepared by a sprintiface with plan version "
                              f"{plan.get('version')}, this one reads version {PLAN_VERSION}: prepare it again")
+        if plan["version"] == 1 and plan["length_input"] and not looks_like_length(plan["length_input"]):
+            # Version 1 fed T to a lone integer input of any name (a speaker id scored as "speaker T").
+            raise ModelError(
+                f"ONNX model {path!r} was prepared by an older sprintiface, which took input "
+                f"{plan['length_input']!r} for the sequence length by its type alone: prepare it again (with "
+                f"--length-name {plan['length_input']} if it is the length)")
         inputs = tuple(_tensor_from_json(t) for t in plan["inputs"])
         outputs = tuple(_tensor_from_json(t) for t in plan["outputs"])
         by_name = {t.name: t for t in inputs + outputs}

@@ -2,6 +2,8 @@
 the scorer, ``sprintiface prepare`` (then loading the prepared model) and
 ``sprintiface check-model`` agree, on real ONNX Runtime sessions of models built
 with onnx.helper (tools/onnx_models.py)."""
+import json
+
 import numpy
 import onnxruntime
 import pytest
@@ -10,6 +12,8 @@ from onnx_models import build_blstm, build_head
 
 from sprintiface import ModelError
 from sprintiface.cli import main
+from sprintiface.onnx_wire import append_metadata, read_metadata
+from sprintiface.plan import PLAN_KEY, PLAN_VERSION
 from sprintiface.prepare import prepare_model
 
 F32_TINY = float(numpy.finfo(numpy.float32).tiny)
@@ -210,3 +214,34 @@ def test_a_bfloat16_softmax_of_float32_logits_is_cut(write_model):
     reference = write_model(build_head())  # the same weights, all float32
     numpy.testing.assert_allclose(score_segment(scorer, x), bare_scores(reference, x, "log_probs"),
                                   rtol=2e-5, atol=2e-5)
+
+
+# -- models prepared by plan version 1 -------------------------------------------
+
+def as_plan_version_1(prepared):
+    plan = json.loads(read_metadata(prepared)[PLAN_KEY])
+    plan["version"] = 1
+    append_metadata(prepared, {PLAN_KEY: json.dumps(plan)})  # the later entry wins
+
+
+def test_a_version_1_plan_that_took_an_integer_input_for_the_length_is_prepared_again(write_model, tmp_path):
+    # version 1 would have picked speaker_id on its own: such a plan cannot be told from a told one
+    path = write_model(build_head(F, C, extra_inputs=[("speaker_id", "int64", ["B"])]))
+    prepared = str(tmp_path / "prepared.onnx")
+    prepare_model(path, prepared, length_name="speaker_id", plain=True)
+    assert json.loads(read_metadata(prepared)[PLAN_KEY])["version"] == PLAN_VERSION
+    rasr_scorer(f"onnx:{prepared},log_level:warning", F, C)
+    as_plan_version_1(prepared)
+    with pytest.raises(ModelError, match=r"older sprintiface, which took input 'speaker_id' for the sequence length "
+                                         r"by its type alone: prepare it again \(with --length-name speaker_id"):
+        rasr_scorer(f"onnx:{prepared},log_level:warning", F, C)
+
+
+def test_a_version_1_plan_with_a_length_by_name_still_loads(write_model, tmp_path):
+    path = write_model(build_head(F, C, extra_inputs=[("data:size1", "int32", ["B"])]))
+    prepared = str(tmp_path / "prepared.onnx")
+    prepare_model(path, prepared, plain=True)
+    as_plan_version_1(prepared)
+    x = features(6, F)
+    numpy.testing.assert_allclose(score_segment(rasr_scorer(f"onnx:{prepared},log_level:warning", F, C), x),
+                                  bare_scores(path, x, "log_probs"), rtol=2e-5, atol=2e-5)
