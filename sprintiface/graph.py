@@ -23,6 +23,8 @@ When the output is made by a final Softmax or LogSoftmax over the class axis,
 the engine then serves the logits and the score kernel applies -log_softmax
 (and the bias) in place, which is cheaper (no T x C temporaries inside ONNX
 Runtime) and numerically better (no log of an underflowed probability).
+Logits the graph computes in float16 or double are served through a Cast to
+float32 appended to the graph (their bias Add stays: it rounds in their type).
 """
 from __future__ import annotations
 
