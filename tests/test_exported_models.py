@@ -83,8 +83,9 @@ class Head(torch.nn.Module):
         return torch.log_softmax(self.linear(features * mask), dim=-1)
 torch.manual_seed(0)
 batch, time = torch.export.Dim("B"), torch.export.Dim("T")
+shapes = {{"features": {{0: batch, 1: time}}, "{name}": {{0: batch}}}}
 program = torch.onnx.export(Head().eval(), (torch.zeros(2, 50, 12), torch.tensor([50, 40])), dynamo=True,
-                            opset_version=17, dynamic_shapes={{"features": {{0: batch, 1: time}}, "{name}": {{0: batch}}}})
+                            opset_version=17, dynamic_shapes=shapes)
 program.save(sys.argv[1])
 """
 
