@@ -6,8 +6,11 @@ a :class:`sprintiface.plan.ModelInterface` (the plan, which needs no onnx).
 What a frame-synchronous acoustic model may look like:
 
 - a feature input of shape [B, T, F] (B = 1 is fed) or [T, F], float32;
-- optionally a sequence-length input of shape [B] or [] (int32/int64), fed T
-  (RETURNN exports call it ``data:size1``, RASR's ONNX scorer ``features-size``);
+- optionally a sequence-length input of shape [B] or [] (int32/int64), fed T:
+  the one named ``length_name``, else the one whose name says it is a length
+  (:func:`sprintiface.plan.looks_like_length`: RETURNN's ``data:size1``, RASR's
+  ONNX scorer's ``features-size``, ``lengths``, ``seq_len``, ...); any other
+  input is a ModelError (T fed to a speaker id would score silently wrong);
 - an output of shape [B, T, C] or [T, C], float32.
 
 Names are detected when unambiguous, else given (``input_name``,
@@ -20,6 +23,8 @@ When the output is made by a final Softmax or LogSoftmax over the class axis,
 the engine then serves the logits and the score kernel applies -log_softmax
 (and the bias) in place, which is cheaper (no T x C temporaries inside ONNX
 Runtime) and numerically better (no log of an underflowed probability).
+Logits the graph computes in float16 or double are served through a Cast to
+float32 appended to the graph (their bias Add stays: it rounds in their type).
 """
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ from typing import Optional
 import numpy
 
 from sprintiface.errors import ModelError
-from sprintiface.plan import FLOAT32, KIND_OF_OP, LENGTH_DTYPES, ModelInterface, TensorInfo
+from sprintiface.plan import (BFLOAT16, FLOAT32, KIND_OF_OP, LENGTH_DTYPES, LENGTH_NAME_PATTERNS, ModelInterface,
+                              TensorInfo, looks_like_length)
 
 def load(path: str):
     """The ModelProto at ``path``; ModelError when it cannot be read."""
@@ -80,6 +86,31 @@ def _require_float(tensors, given: Optional[str], what: str, key: str, shape: st
     return tensor
 
 
+def _is_length_shaped(tensor: TensorInfo) -> bool:
+    return tensor.elem_type in LENGTH_DTYPES and tensor.rank in (0, 1)
+
+
+def _length_input(inputs, feature_input: TensorInfo, given: Optional[str], path: str) -> Optional[TensorInfo]:
+    """The input fed T: the one named ``given`` (any int32/int64 input of shape [B] or []),
+    else the one int32/int64 [B]/[] input whose name says it is a length
+    (:func:`sprintiface.plan.looks_like_length`), else None. Feeding T to an integer
+    input that is something else (a speaker id) would score silently wrong, so two
+    length-looking inputs are a ModelError, not a guess."""
+    if given is not None:
+        tensor = _pick((), given, "sequence-length input", "length_name", inputs, path)
+        if tensor is feature_input or not _is_length_shaped(tensor):
+            raise ModelError(f"ONNX model {path!r}, length_name={given!r}: length input {tensor.describe()} must "
+                             f"be int32/int64 of shape [B] or []")
+        return tensor
+    candidates = [t for t in inputs if t is not feature_input and _is_length_shaped(t) and looks_like_length(t.name)]
+    if len(candidates) > 1:
+        raise ModelError(
+            f"ONNX model {path!r}: several inputs look like the sequence length "
+            f"({', '.join(t.describe() for t in candidates)}); set length_name:<name> to the one that is "
+            f"(sprintiface prepare --length-name <name>)")
+    return candidates[0] if candidates else None
+
+
 def _static(dim) -> Optional[int]:
     return dim if isinstance(dim, int) and dim > 0 else None
 
@@ -104,13 +135,25 @@ def describe(model, path: str, input_name: Optional[str] = None, output_name: Op
             f"ONNX model {path!r}: feature input {feature_input.describe()} has a fixed time axis "
             f"({feature_input.shape[-2]} frames), but RASR feeds segments of any length; export it with a "
             f"dynamic time axis (torch.onnx.export: dynamic_axes or dynamic_shapes)")
-    integer_inputs = [t for t in inputs if t.elem_type in LENGTH_DTYPES and t.rank in (0, 1)]
-    length_input = _pick(integer_inputs, length_name, "sequence-length input", "length_name", inputs, path)
-    if length_input is not None and (length_input.elem_type not in LENGTH_DTYPES or length_input.rank not in (0, 1)):
-        raise ModelError(f"ONNX model {path!r}: length input {length_input.describe()} must be int32/int64 of "
-                         f"shape [B] or []")
+    length_input = _length_input(inputs, feature_input, length_name, path)
     fed = {feature_input.name} | ({length_input.name} if length_input else set())
     unfed = [t for t in inputs if t.name not in fed]
+    integers = [t for t in unfed if _is_length_shaped(t)]
+    if integers:
+        # T fed to an integer input that is something else (a speaker id) scores silently wrong.
+        names, first = ", ".join(t.describe() for t in integers), integers[0].name
+        if length_input is None:
+            raise ModelError(
+                f"ONNX model {path!r}: integer input(s) {names} are not the sequence length by their name, and "
+                f"sprintiface feeds T only to the sequence length (an int32/int64 input of shape [B] or [] "
+                f"named like {', '.join(LENGTH_NAME_PATTERNS)}; see docs/models.md); if {first!r} is the "
+                f"length, set length_name:{first} (sprintiface prepare --length-name {first}), else "
+                f"sprintiface cannot feed it")
+        how = "as length_name says" if length_name is not None else \
+            f"by its name; if {first!r} is the length instead, set length_name:{first}"
+        raise ModelError(
+            f"ONNX model {path!r}: integer input(s) {names} are not the sequence length, which is "
+            f"{length_input.describe()} ({how}), and sprintiface feeds only the features and the length")
     if unfed:
         raise ModelError(f"ONNX model {path!r}: input(s) {', '.join(t.describe() for t in unfed)} are neither the "
                          f"features nor the sequence length, and sprintiface cannot feed them")
@@ -295,12 +338,21 @@ def _bias_add(graph, name: str, classes, base_dir: str):
 
 def cut_normalisation(model, interface: ModelInterface) -> ModelInterface:
     """Cut a final Softmax/LogSoftmax over the class axis (with the Cast, Log, Neg and
-    Identity nodes between it and the output, and a bias Add before it) off
-    ``model``, in place, when it holds the kind the output is taken to hold.
+    Identity nodes between it and the output, the Casts between it and the logits, and
+    a float32 bias Add before it) off ``model``, in place, when it holds the kind the
+    output is taken to hold.
+
+    The served tensor is float32: logits of another type (a float16 or double head)
+    get a Cast to float32 appended, and their bias Add stays in the graph (the score
+    kernel adds a float32 bias, which rounds otherwise than the model's own Add).
+    Logits in bfloat16 are a ModelError: ONNX Runtime's CPU provider computes
+    nothing in bfloat16.
 
     Returns the interface with ``served_output``, ``served_kind`` (``logits``)
     and ``logit_bias`` set; the interface unchanged when there is nothing to cut.
     """
+    from onnx import helper
+
     graph = model.graph
     output = interface.output
     final = _final_normalisation(graph, output.name)
@@ -314,19 +366,38 @@ def cut_normalisation(model, interface: ModelInterface) -> ModelInterface:
     logits = casts[-1].input[0] if casts else final.normaliser.input[0]
     if _readers(graph, logits) != 1:
         return interface  # the logits are read elsewhere too (a graph output, a loop body): keep it whole
-    # Without a Cast, Softmax/LogSoftmax keep the type: the logits are float32 like the output.
-    # Through Casts, their type must be known to be float32 (not a float16 model's logits).
-    if casts and _elem_type(graph, logits) != FLOAT32:
-        return interface
+    # Without a Cast in the chain, Softmax/LogSoftmax/Log/Neg keep the type: the logits are
+    # float32 like the output. Through Casts they are what their producer makes (a float16
+    # head's MatMul makes float16), or unknown: both are cast to float32 below.
+    logit_type = FLOAT32 if not any(node.op_type == "Cast" for node in cut) else _elem_type(graph, logits)
+    if logit_type == BFLOAT16:
+        producer = _producer(graph, logits)
+        raise ModelError(
+            f"ONNX model {interface.path!r}: its logits {logits!r} (before the final {final.normaliser.op_type}) "
+            f"are bfloat16, made by {producer.op_type if producer is not None else 'no node'}; ONNX Runtime's "
+            f"CPU provider, which sprintiface runs, has no bfloat16 kernels for arithmetic: export the model in "
+            f"float32 (bfloat16 weights convert to float32 exactly) or float16")
     logit_bias = None
-    bias_add = _bias_add(graph, logits, output.shape[-1], os.path.dirname(os.path.abspath(interface.path)))
-    if bias_add is not None:
-        add_node, logits, logit_bias = bias_add
-        cut.append(add_node)
+    if logit_type == FLOAT32:
+        bias_add = _bias_add(graph, logits, output.shape[-1], os.path.dirname(os.path.abspath(interface.path)))
+        if bias_add is not None:
+            add_node, logits, logit_bias = bias_add
+            cut.append(add_node)
     if logits in {t.name for t in interface.inputs} | {init.name for init in graph.initializer}:
-        return interface
+        return interface  # nothing computes the logits: there is no graph left to serve them
     for node in cut:
         graph.node.remove(node)
+    if logit_type != FLOAT32:
+        # The cast of what the model computes (float16 values are exact in float32; double
+        # ones round once), then the kernel's float32 log_softmax.
+        taken = {name for node in graph.node for name in (*node.input, *node.output)} | \
+            {v.name for v in (*graph.input, *graph.output)} | {init.name for init in graph.initializer}
+        served = f"{logits}:float32"
+        while served in taken:
+            served += "_"
+        graph.node.append(helper.make_node("Cast", [logits], [served], to=FLOAT32,
+                                           name=f"sprintiface_cast_{logits}_to_float32"))
+        logits = served
     for value_info in graph.output:
         if value_info.name == output.name:
             value_info.name = logits

@@ -22,10 +22,27 @@ from sprintiface.errors import ModelError
 #: onnx.TensorProto element types by enum value, named as ONNX names them (lower case).
 ELEMENT_TYPES = {1: "float", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
                  9: "bool", 10: "float16", 11: "double", 12: "uint32", 13: "uint64", 16: "bfloat16"}
-FLOAT32, INT32, INT64 = 1, 6, 7
+FLOAT32, INT32, INT64, FLOAT16, DOUBLE, BFLOAT16 = 1, 6, 7, 10, 11, 16
 LENGTH_DTYPES = {INT32: numpy.int32, INT64: numpy.int64}
 #: The final normalisations a model may end in, and what their output holds.
 KIND_OF_OP = {"Softmax": "probs", "LogSoftmax": "log_probs"}
+
+#: Names (lower-cased, shell patterns) that mark an int32/int64 input of shape [B] or [] as the
+#: sequence length, fed T: RETURNN's ``data:size1``, RASR's ``features-size``, torch exports'
+#: ``lengths``, i6-models' ``audio_features_len``, ``seq_len``, ``*_lens``, ``num_frames``.
+LENGTH_NAME_PATTERNS = ("*length*", "*size*", "*len", "*lens", "*frames")
+#: Words that name another size (a name holding one is not taken for the length, e.g. ``batch_size``).
+NOT_LENGTH_WORDS = ("batch", "beam", "chunk", "window", "vocab")
+
+
+def looks_like_length(name: str) -> bool:
+    """Whether an integer input called ``name`` is, by its name, the sequence length
+    (:data:`LENGTH_NAME_PATTERNS`, none of :data:`NOT_LENGTH_WORDS`; case-insensitive)."""
+    import fnmatch
+
+    lowered = name.lower()
+    return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in LENGTH_NAME_PATTERNS) and \
+        not any(word in lowered for word in NOT_LENGTH_WORDS)
 
 
 @dataclass(frozen=True)
@@ -83,7 +100,9 @@ class ModelInterface:
 
 #: The metadata_props key of a prepared model's plan (a JSON ModelInterface).
 PLAN_KEY = "sprintiface.plan"
-PLAN_VERSION = 1
+#: 2: the length input is the one length_name names or whose name says it is a length
+#: (:func:`looks_like_length`); version 1 took any lone integer input for it.
+PLAN_VERSION = 2
 
 
 def _tensor_to_json(tensor: TensorInfo) -> dict:
@@ -118,9 +137,15 @@ def interface_from_metadata(metadata: Dict[str, str], path: str) -> ModelInterfa
     """The ModelInterface a prepared model records (see :func:`interface_to_metadata`)."""
     try:
         plan = json.loads(metadata[PLAN_KEY])
-        if plan.get("version") != PLAN_VERSION:
+        if plan.get("version") not in (1, PLAN_VERSION):
             raise ModelError(f"ONNX model {path!r} was prepared by a sprintiface with plan version "
                              f"{plan.get('version')}, this one reads version {PLAN_VERSION}: prepare it again")
+        if plan["version"] == 1 and plan["length_input"] and not looks_like_length(plan["length_input"]):
+            # Version 1 fed T to a lone integer input of any name (a speaker id scored as "speaker T").
+            raise ModelError(
+                f"ONNX model {path!r} was prepared by an older sprintiface, which took input "
+                f"{plan['length_input']!r} for the sequence length by its type alone: prepare it again (with "
+                f"--length-name {plan['length_input']} if it is the length)")
         inputs = tuple(_tensor_from_json(t) for t in plan["inputs"])
         outputs = tuple(_tensor_from_json(t) for t in plan["outputs"])
         by_name = {t.name: t for t in inputs + outputs}

@@ -70,3 +70,39 @@ def test_logits_need_output_kind(exported):
     outdir, _ = exported
     with pytest.raises(ModelError, match="cannot tell what output 'output' holds.*set output_kind"):
         rasr_scorer(f"onnx:{outdir / 'mlp_logits.ts.onnx'}", 12, 30)
+
+
+EXPORT_WITH_ARGUMENT_NAMES = """
+import sys, torch
+class Head(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(12, 30)
+    def forward(self, features, {name}):
+        mask = (torch.arange(features.shape[1])[None, :] < {name}[:, None]).unsqueeze(-1)
+        return torch.log_softmax(self.linear(features * mask), dim=-1)
+torch.manual_seed(0)
+batch, time = torch.export.Dim("B"), torch.export.Dim("T")
+shapes = {{"features": {{0: batch, 1: time}}, "{name}": {{0: batch}}}}
+program = torch.onnx.export(Head().eval(), (torch.zeros(2, 50, 12), torch.tensor([50, 40])), dynamo=True,
+                            opset_version=17, dynamic_shapes=shapes)
+program.save(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("name, fed", [("audio_features_len", True), ("seq_len", True), ("speaker_id", False)])
+def test_the_dynamo_exporter_names_inputs_by_the_forward_arguments(tmp_path, name, fed):
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnxscript") is None:
+        pytest.skip("needs torch and onnxscript: pip install torch==2.13.0 onnxscript")
+    path = str(tmp_path / "head.onnx")
+    result = subprocess.run([sys.executable, "-c", EXPORT_WITH_ARGUMENT_NAMES.format(name=name), path],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if fed:
+        assert make_engine(path).interface.length_input.name == name
+        rasr_scorer(f"onnx:{path},log_level:warning", 12, 30)
+    else:
+        with pytest.raises(ModelError, match=rf"'{name}' int64 \[B\] are not the sequence length by their name.*"
+                                             rf"set length_name:{name}"):
+            rasr_scorer(f"onnx:{path}", 12, 30)
+        assert make_engine(path, length_name=name).interface.length_input.name == name

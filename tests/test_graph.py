@@ -2,9 +2,11 @@
 import numpy
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from onnx_models import build_head
 
 from sprintiface import ModelError
 from sprintiface.graph import describe, prepare
+from sprintiface.plan import looks_like_length
 
 RNG = numpy.random.default_rng(0)
 
@@ -112,3 +114,63 @@ def test_chain_with_another_reader_is_served_whole():
     onnx_model.graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, None))
     interface = prepare(onnx_model, "m.onnx", output_name="output")
     assert interface.served_output == "output"
+
+
+def head_model(head_type, bias=True, normaliser="LogSoftmax"):
+    return build_head(head_type=head_type, normaliser=normaliser, bias=(-1,) if bias else None)
+
+
+@pytest.mark.parametrize("head_type, elem", [("float16", TensorProto.FLOAT16), ("double", TensorProto.DOUBLE)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("normaliser", ["LogSoftmax", "Softmax"])
+def test_a_head_of_another_float_type_is_cut_and_its_logits_cast(head_type, elem, bias, normaliser):
+    onnx_model = head_model(head_type, bias, normaliser)
+    interface = prepare(onnx_model, "m.onnx")
+    logits = "logits" if bias else "mm"
+    # the bias Add of the head's type stays (the kernel's float32 Add would round otherwise)
+    assert [node.op_type for node in onnx_model.graph.node] == ["Cast", "MatMul"] + (["Add"] if bias else []) + \
+        ["Cast"]
+    cast = onnx_model.graph.node[-1]
+    assert list(cast.input) == [logits] and cast.attribute[0].i == TensorProto.FLOAT
+    assert interface.served_output == f"{logits}:float32" == onnx_model.graph.output[0].name
+    assert onnx_model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert interface.served_kind == "logits" and interface.logit_bias is None
+    assert interface.output_kind == {"LogSoftmax": "log_probs", "Softmax": "probs"}[normaliser]
+    assert onnx_model.graph.node[1].input[1] == "W" and elem == onnx_model.graph.initializer[0].data_type
+
+
+def test_the_cast_of_the_logits_takes_a_name_no_tensor_has():
+    onnx_model = head_model("float16")
+    onnx_model.graph.output.append(helper.make_tensor_value_info("logits:float32", TensorProto.FLOAT, None))
+    onnx_model.graph.node.append(helper.make_node("Cast", ["data"], ["logits:float32"], to=TensorProto.FLOAT))
+    interface = prepare(onnx_model, "m.onnx", output_name="output")
+    assert interface.served_output == "logits:float32_"
+
+
+def test_logits_of_unknown_type_behind_a_cast_are_cast_to_float32():
+    # Einsum's output type is not followed: the cut casts whatever it is to float32
+    onnx_model = model([helper.make_node("Cast", ["data"], ["d"], to=TensorProto.DOUBLE),
+                        helper.make_node("Cast", ["W"], ["Wd"], to=TensorProto.DOUBLE),
+                        helper.make_node("Einsum", ["d", "Wd"], ["logits"], equation="btf,fc->btc"),
+                        helper.make_node("LogSoftmax", ["logits"], ["ld"], axis=-1),
+                        helper.make_node("Cast", ["ld"], ["output"], to=TensorProto.FLOAT)])
+    interface = prepare(onnx_model, "m.onnx")
+    assert interface.served_output == "logits:float32"
+    assert [node.op_type for node in onnx_model.graph.node][-1] == "Cast"
+
+
+def test_bfloat16_logits_are_refused_with_what_to_do():
+    with pytest.raises(ModelError, match=r"its logits 'logits' \(before the final LogSoftmax\) are bfloat16, made "
+                                         r"by Add; .*export the model in float32"):
+        prepare(head_model("bfloat16"), "m.onnx")
+
+
+@pytest.mark.parametrize("name, is_length", [
+    ("data:size1", True), ("data:size0", True), ("features-size", True), ("lengths", True), ("seq_len", True),
+    ("audio_features_len", True), ("x_lens", True), ("seqLens", True), ("input_lengths", True),
+    ("LENGTH", True), ("num_frames", True), ("len", True),
+    ("speaker_id", False), ("spk", False), ("batch_size", False), ("beam_size", False), ("chunk_size", False),
+    ("window_size", False), ("vocab_size", False), ("language", False), ("mask", False), ("T", False),
+])
+def test_which_names_say_length(name, is_length):
+    assert looks_like_length(name) is is_length

@@ -123,6 +123,83 @@ def build_blstm(input_dim: int = 40, output_dim: int = 500, hidden: int = 64, *,
     return _finish(nodes, inputs, outputs, initializers, "blstm", opset)
 
 
+#: Element types of heads :func:`build_head` builds, by name.
+HEAD_TYPES = {"float": 1, "float16": 10, "double": 11, "bfloat16": 16}
+
+
+def build_head(input_dim: int = 4, classes: int = 5, *, seed: int = 0, batched: bool = True,
+               head_type: str = "float", normaliser: str = "LogSoftmax", before: Sequence[str] = (),
+               after: Sequence[str] = (), bias: Optional[Sequence[int]] = (-1,), bias_first: bool = False,
+               scale: float = 1.0, extra_inputs: Sequence[tuple] = (), input_name: str = "data",
+               output_name: str = "output", opset: int = 17):
+    """A linear acoustic model head, for the graph analysis's cases:
+    features ``[B, T, F]`` (or ``[T, F]`` unless ``batched``) float32 -> Cast to
+    ``head_type`` (unless float) -> MatMul -> Add(bias) -> the ``before`` nodes ->
+    ``normaliser`` (Softmax or LogSoftmax, axis -1) -> the ``after`` nodes -> Cast to
+    float (unless the chain is float already) -> output ``[B, T, C]`` / ``[T, C]``.
+
+    ``head_type``: float, float16, double or bfloat16 (weights and bias in it).
+    ``before``/``after``: node names in order: ``Identity``, ``Log``, ``Neg`` or
+    ``Cast:<type>`` (a type of :data:`HEAD_TYPES`). ``bias``: the bias shape with -1
+    for C (``(-1,)``, ``(1, -1)``, ``(1, 1, -1)``) or None for none; ``bias_first``:
+    the bias is the Add's first operand. ``scale``: the weights' scale (logits of
+    about that size). ``extra_inputs``: ``(name, 'int32'|'int64'|'float', shape)``
+    further inputs, each passed through to an output of its own (as RETURNN's
+    ``data:size1`` -> ``output:size1``).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    def tensor(array, name, type_name):
+        if type_name == "bfloat16":  # numpy has no bfloat16: ONNX rounds the float values
+            return helper.make_tensor(name, TensorProto.BFLOAT16, array.shape, array.astype(numpy.float32).ravel())
+        dtype = {"float": numpy.float32, "float16": numpy.float16, "double": numpy.float64}[type_name]
+        return numpy_helper.from_array(array.astype(dtype), name)
+
+    rng = numpy.random.default_rng(seed)
+    time_axes = ["B", "T"] if batched else ["T"]
+    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, time_axes + [input_dim])]
+    outputs = [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, time_axes + [classes])]
+    weights = scale * rng.standard_normal((input_dim, classes)) / numpy.sqrt(input_dim)
+    initializers = [tensor(weights, "W", head_type)]
+    nodes, current, current_type = [], input_name, "float"
+    if head_type != "float":
+        nodes.append(helper.make_node("Cast", [current], ["x_head"], to=HEAD_TYPES[head_type]))
+        current, current_type = "x_head", head_type
+    nodes.append(helper.make_node("MatMul", [current, "W"], ["mm"]))
+    current = "mm"
+    if bias is not None:
+        shape = tuple(classes if d == -1 else d for d in bias)
+        initializers.append(tensor(0.5 * scale * rng.standard_normal(shape), "b", head_type))
+        nodes.append(helper.make_node("Add", ["b", current] if bias_first else [current, "b"], ["logits"]))
+        current = "logits"
+
+    def chain(names, stage):
+        nonlocal current, current_type
+        for index, name in enumerate(names):
+            result = f"{stage}{index}_{name.replace(':', '_')}"
+            if name.startswith("Cast:"):
+                current_type = name.split(":", 1)[1]
+                nodes.append(helper.make_node("Cast", [current], [result], to=HEAD_TYPES[current_type]))
+            else:
+                nodes.append(helper.make_node(name, [current], [result]))
+            current = result
+
+    chain(before, "before")
+    nodes.append(helper.make_node(normaliser, [current], ["normalised"], axis=-1))
+    current = "normalised"
+    chain(after, "after")
+    if current_type != "float":
+        nodes.append(helper.make_node("Cast", [current], ["as_float"], to=TensorProto.FLOAT))
+        current = "as_float"
+    nodes[-1].output[0] = output_name  # the last node makes the output
+    for name, type_name, shape in extra_inputs:
+        elem = {"int32": TensorProto.INT32, "int64": TensorProto.INT64, "float": TensorProto.FLOAT}[type_name]
+        inputs.append(helper.make_tensor_value_info(name, elem, list(shape)))
+        outputs.append(helper.make_tensor_value_info(f"{name}:out", elem, list(shape)))
+        nodes.append(helper.make_node("Identity", [name], [f"{name}:out"]))
+    return _finish(nodes, inputs, outputs, initializers, "head", opset)
+
+
 def build_demo():
     """The model shipped as ``demo.onnx``: an MLP 40 -> 256 -> 256 -> 500 with Softmax,
     RETURNN's export names (``data`` [B, T, 40], ``data:size1`` [B], ``output`` [B, T, 500])."""
