@@ -221,18 +221,24 @@ def _write_shareable(onnx, model, output, work, interface, report) -> Prepared:
         onnxruntime.InferenceSession(staged_source, options, providers=["CPUExecutionProvider"])
     except Exception as error:
         raise ModelError(f"prepare: ONNX Runtime cannot load the prepared model: {error}") from None
-    packed_for = dict(packing_target(), weights=data_name)
+    staged_data = os.path.join(work, data_name)
+    if not os.path.exists(staged_data):  # no initializer was big enough for the weights file
+        data_name = None
+    packed_for = dict(packing_target(), weights=data_name) if data_name else packing_target()
     entries = {key: value for key, value in ((p.key, p.value) for p in model.metadata_props)}
     entries[PACKED_FOR_KEY] = json.dumps(packed_for, separators=(",", ":"))
     written = onnx_wire.read_metadata(staged)
     missing = {key: value for key, value in entries.items() if written.get(key) != value}
     if missing:
         onnx_wire.append_metadata(staged, missing)
+    os.chmod(staged, 0o644)
+    if data_name is None:
+        _pause_point("scratch-written")
+        _commit(staged, output)
+        return Prepared(output, [output], "shareable", interface, packed_for=packed_for, quantization=report)
     final_data = os.path.join(os.path.dirname(os.path.abspath(output)), data_name)
-    staged_data = os.path.join(work, data_name)
     # Read-only for everybody, whatever the umask: processes map it, nothing may write it again.
     os.chmod(staged_data, 0o444)
-    os.chmod(staged, 0o644)
     _pause_point("scratch-written")
     _commit(staged, output, staged_data, final_data)
     return Prepared(output, [output, final_data], "shareable", interface, packed_for=packed_for, quantization=report)
