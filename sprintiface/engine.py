@@ -231,13 +231,25 @@ class _Sources:
             yield chunk
 
 
-def _private_root() -> str:
-    """Where the weights of one load are copied for ONNX Runtime to take: tmpfs
-    (/dev/shm) when there is one, so nothing goes to disk, else the temp folder."""
+def _private_roots() -> "list":
+    """Where the weights of one load may be copied for ONNX Runtime to take, best first:
+    tmpfs (/dev/shm), so that nothing goes to disk, then the temp folder."""
+    roots = []
     for base in ("/dev/shm", tempfile.gettempdir()):
         if os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
-            return _own_directory(os.path.join(base, f"sprintiface-{os.getuid()}"))
-    raise OSError("no writable folder for the weights of a load (tried /dev/shm and the temp folder)")
+            try:
+                roots.append(_own_directory(os.path.join(base, f"sprintiface-{os.getuid()}")))
+            except OSError:
+                pass
+    return roots
+
+
+def _private_root() -> str:
+    """The first of :func:`_private_roots` (OSError when there is none)."""
+    roots = _private_roots()
+    if not roots:
+        raise OSError("no writable folder for the weights of a load (tried /dev/shm and the temp folder)")
+    return roots[0]
 
 
 def weights_cache_directory() -> str:
@@ -508,16 +520,20 @@ class OnnxEngine:
                 self.weights_file = os.path.join(folder, weights[0].tensor.external_data[0].value)
                 options.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
                 return _new_session(model.SerializeToString(), path, options)
-        root = os.path.join(_private_root(), "load")
-        _files.remove_stale_scratch(root)
-        with _files.scratch_directory(root) as work:
-            try:
-                _copy_privately(weights, work)
-            except OSError as error:
-                raise ModelError(f"ONNX model {path!r}: its weights cannot be copied for loading into {work!r}: "
-                                 f"{error}") from None
-            options.add_session_config_entry("session.model_external_initializers_file_folder_path", work)
-            return _new_session(model.SerializeToString(), path, options)
+        failures = []
+        for root in _private_roots():
+            root = os.path.join(root, "load")
+            _files.remove_stale_scratch(root)
+            with _files.scratch_directory(root) as work:
+                try:
+                    _copy_privately(weights, work)
+                except OSError as error:  # a full /dev/shm (containers have 64 MB): the next folder
+                    failures.append(f"{work!r}: {error}")
+                    continue
+                options.add_session_config_entry("session.model_external_initializers_file_folder_path", work)
+                return _new_session(model.SerializeToString(), path, options)
+        raise ModelError(f"ONNX model {path!r}: its weights cannot be copied for loading "
+                         f"({'; '.join(failures) or 'no writable /dev/shm or temp folder'})")
 
     def _report_sharing(self, packed_for: Optional[str], share_weights: bool) -> Optional[int]:
         """Log whether the weights are used from a file shared with the node's other processes."""

@@ -183,9 +183,10 @@ def test_random_rewrites_under_a_running_job(tmp_path, share):
 
 @pytest.mark.parametrize("share", [False, True])
 @pytest.mark.parametrize("builder", [build_mlp, build_blstm])
-def test_lean_load_path_matches_a_bare_session_bit_for_bit(tmp_path, write_model, builder, share):
+def test_lean_load_path_matches_a_bare_session_bit_for_bit(tmp_path, write_model, builder, share, monkeypatch):
     """The fast path's twin: a bare InferenceSession(path) of the same file with the same
     session settings gives the same output, bit for bit (a logits head: nothing is cut)."""
+    monkeypatch.setenv("SPRINTIFACE_CACHE_DIR", str(tmp_path / "cache"))
     path = write_model(builder(INPUT_DIM, OUTPUT_DIM, seed=7, output_kind="logits"))
     engine = make_engine(path, share_weights=share, output_kind="logits")
     options = session_options()
@@ -238,9 +239,11 @@ def test_a_load_leaves_no_copy_behind_and_cleans_a_dead_ones(tmp_path, write_mod
             "    os.kill(os.getpid(), signal.SIGKILL)\n"
             "engine._copy_privately = copy_and_die\n"
             f"engine.OnnxEngine({path!r})\n")
-    killed = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    killed = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killed.communicate(timeout=120)
     assert killed.returncode == -9
-    left = set(os.listdir(root)) - before
-    assert len(left) == 1 and next(iter(left)).endswith(".scratch")
+    left = [name for name in set(os.listdir(root)) - before if f".{killed.pid}." in name]
+    assert len(left) == 1 and left[0].endswith(".scratch") and os.listdir(os.path.join(root, left[0]))
     make_engine(path)
-    assert set(os.listdir(root)) - before == set()
+    assert not os.path.exists(os.path.join(root, left[0]))
+    assert not [name for name in os.listdir(root) if f".{os.getpid()}." in name]  # this load's copy: gone
