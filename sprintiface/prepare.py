@@ -81,6 +81,9 @@ class Prepared:
     packed_for: Optional[Dict[str, object]] = None
     quantization: Optional[QuantizationReport] = None
     notes: List[str] = field(default_factory=list)
+    #: Bytes of each of ``files`` as written (a later prepare of the same OUT may have
+    #: replaced them by the time the caller looks).
+    sizes: Dict[str, int] = field(default_factory=dict)
 
 
 def _require_onnx():
@@ -172,9 +175,10 @@ def _write_plain(onnx, model, output, work, interface, report) -> Prepared:
         raise ModelError("prepare --plain: the model is over 2 GB, which one ONNX file cannot hold; "
                          "prepare the shareable form") from None
     os.chmod(staged, 0o644)
+    sizes = {output: os.path.getsize(staged)}
     _pause_point("scratch-written")
     _commit(staged, output)
-    return Prepared(output, [output], "plain", interface, quantization=report)
+    return Prepared(output, [output], "plain", interface, quantization=report, sizes=sizes)
 
 
 def _save_with_external_weights(onnx, model, path: str, page: int = 4096) -> None:
@@ -232,16 +236,20 @@ def _write_shareable(onnx, model, output, work, interface, report) -> Prepared:
     if missing:
         onnx_wire.append_metadata(staged, missing)
     os.chmod(staged, 0o644)
+    sizes = {output: os.path.getsize(staged)}
     if data_name is None:
         _pause_point("scratch-written")
         _commit(staged, output)
-        return Prepared(output, [output], "shareable", interface, packed_for=packed_for, quantization=report)
+        return Prepared(output, [output], "shareable", interface, packed_for=packed_for, quantization=report,
+                        sizes=sizes)
     final_data = os.path.join(os.path.dirname(os.path.abspath(output)), data_name)
     # Read-only for everybody, whatever the umask: processes map it, nothing may write it again.
     os.chmod(staged_data, 0o444)
+    sizes[final_data] = os.path.getsize(staged_data)
     _pause_point("scratch-written")
     _commit(staged, output, staged_data, final_data)
-    return Prepared(output, [output, final_data], "shareable", interface, packed_for=packed_for, quantization=report)
+    return Prepared(output, [output, final_data], "shareable", interface, packed_for=packed_for, quantization=report,
+                    sizes=sizes)
 
 
 def _quantize(onnx, model, metadata, work, interface, sample_features):
