@@ -247,3 +247,28 @@ def test_a_load_leaves_no_copy_behind_and_cleans_a_dead_ones(tmp_path, write_mod
     make_engine(path)
     assert not os.path.exists(os.path.join(root, left[0]))
     assert not [name for name in os.listdir(root) if f".{os.getpid()}." in name]  # this load's copy: gone
+
+
+@pytest.mark.parametrize("share", ["false", "true"])
+def test_a_models_own_data_file_rewritten_under_a_job(tmp_path, share):
+    """A model saved with external data (torch's exporter does that past 2 GB): its data file
+    is the user's too, and rewriting it under a job changes nothing for the job."""
+    import onnx
+
+    for name, seed in (("am", 1), ("other", 2)):
+        onnx.save_model(build_mlp(INPUT_DIM, OUTPUT_DIM, (320,), seed=seed), str(tmp_path / f"{name}.onnx"),
+                        save_as_external_data=True, location=f"{name}.onnx.data", size_threshold=1024)
+    x = features(19, INPUT_DIM, seed=5)
+    victim = Victim(tmp_path, f"onnx:{tmp_path / 'am.onnx'},share_weights:{share}", x)
+    try:
+        numpy.testing.assert_allclose(victim.first, -numpy.log(bare_run(str(tmp_path / "am.onnx"), x)),
+                                      rtol=2e-5, atol=2e-5)
+        mapped, opened = victim.files_in_use()
+        data = str(tmp_path / "am.onnx.data")
+        assert data not in mapped and data not in opened
+        _same_size_in_place(data, (tmp_path / "other.onnx.data").read_bytes())
+        numpy.testing.assert_array_equal(victim.score(), victim.first)
+        _shorter(data, (tmp_path / "other.onnx.data").read_bytes())
+        numpy.testing.assert_array_equal(victim.score(), victim.first)
+    finally:
+        victim.close()
