@@ -7,6 +7,12 @@ name and is renamed only when complete. A temporary is named
 leftovers of a killed writer (SIGKILL, SIGTERM) from a file another live
 process is still writing: :func:`remove_stale_temporaries` removes those of
 this host whose process is gone and whose lock is free.
+
+Scratch directories (:func:`scratch_directory`, ``.<name>.<host>.<pid>.<random>.scratch``)
+follow the same rule: locked by their live owner, removed by the next run
+once their owner is dead (:func:`remove_stale_scratch`). :func:`exclusive_lock`
+serialises writers of one final name through a lock file that the holder
+removes when it is done.
 """
 from __future__ import annotations
 
@@ -14,9 +20,10 @@ import contextlib
 import fcntl
 import os
 import re
+import shutil
 import socket
 import tempfile
-from typing import List, Tuple
+from typing import Callable, Iterator, List, Tuple
 
 #: Part of every temporary's name; a host's cleanup only touches its own.
 _HOST = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "localhost"
@@ -81,16 +88,9 @@ def _writer_alive(handle: int, pid: int) -> bool:
         return False
 
 
-def remove_stale_temporaries(path: str) -> List[str]:
-    """Remove the temporaries of ``path`` that a dead process of this host left; returns them.
-
-    A temporary is stale when it carries this host's name, the process of its
-    pid is gone and no process holds its lock (its writer was killed: locks end
-    with the process). Temporaries of other hosts (a shared filesystem) and of
-    live writers are left alone.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    pattern = re.compile(re.escape(os.path.basename(path)) + r"\.(?P<host>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")
+def _remove_stale(directory: str, pattern: "re.Pattern", remove: Callable[[str], None]) -> List[str]:
+    """Remove (with ``remove``) the entries of ``directory`` whose name matches ``pattern``
+    (groups ``host`` and ``pid``), carry this host's name and whose writer is dead."""
     removed = []
     try:
         names = os.listdir(directory)
@@ -107,13 +107,100 @@ def remove_stale_temporaries(path: str) -> List[str]:
             continue
         try:
             if not _writer_alive(handle, int(match.group("pid"))):
-                os.unlink(candidate)
+                remove(candidate)
                 removed.append(candidate)
         except OSError:
             pass
         finally:
             os.close(handle)
     return removed
+
+
+def remove_stale_temporaries(path: str) -> List[str]:
+    """Remove the temporaries of ``path`` that a dead process of this host left; returns them.
+
+    A temporary is stale when it carries this host's name, the process of its
+    pid is gone and no process holds its lock (its writer was killed: locks end
+    with the process). Temporaries of other hosts (a shared filesystem) and of
+    live writers are left alone.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(re.escape(os.path.basename(path)) + r"\.(?P<host>.+)\.(?P<pid>\d+)\.[^.]+\.tmp")
+    return _remove_stale(directory, pattern, os.unlink)
+
+
+def _scratch_pattern(path: str) -> "re.Pattern":
+    return re.compile(r"\." + re.escape(os.path.basename(path)) + r"\.(?P<host>.+)\.(?P<pid>\d+)\.[^.]+\.scratch")
+
+
+def remove_stale_scratch(path: str) -> List[str]:
+    """Remove the scratch directories of ``path`` (see :func:`scratch_directory`) that a
+    dead process of this host left, with what is in them; returns them. Those of live
+    processes and of other hosts are left alone."""
+    directory = os.path.dirname(os.path.abspath(path))
+
+    def remove(candidate: str) -> None:
+        shutil.rmtree(candidate, ignore_errors=True)
+
+    return _remove_stale(directory, _scratch_pattern(path), remove)
+
+
+@contextlib.contextmanager
+def scratch_directory(path: str) -> Iterator[str]:
+    """A fresh directory ``.<name of path>.<host>.<pid>.<random>.scratch`` next to ``path``
+    (mode 0700), locked by this process while the block runs and removed with its
+    contents at its end. One that a killed process left is removed by the next
+    :func:`remove_stale_scratch` of the same ``path`` (its lock then is free)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = f".{os.path.basename(path)}.{_HOST}.{os.getpid()}."
+    scratch = tempfile.mkdtemp(prefix=prefix, suffix=".scratch", dir=directory)
+    try:
+        handle = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    try:
+        _lock(handle)
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        os.close(handle)
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``lock_path`` while the block runs (waiting
+    for another holder), and remove the file at the end.
+
+    Removing a lock file is safe because a process that got the lock checks that
+    the name still names the file it locked, and tries again when it does not (the
+    holder before it removed it). A holder killed in the block leaves the file
+    behind, unlocked and harmless: the next holder removes it. On a filesystem
+    without locks the block runs unserialised.
+    """
+    while True:
+        handle = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            if isinstance(error, InterruptedError):
+                os.close(handle)
+                continue
+            break  # no locks here: go on without
+        try:
+            named = os.stat(lock_path, follow_symlinks=False)
+        except FileNotFoundError:
+            named = None
+        held = os.fstat(handle)
+        if named is not None and (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(handle)  # the file we locked was removed by the holder before us: again
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+        os.close(handle)
 
 
 @contextlib.contextmanager

@@ -202,8 +202,6 @@ def _info(args) -> int:
 
 
 def _prepare(args) -> int:
-    import os
-
     from sprintiface.prepare import prepare_model
 
     prepared = prepare_model(args.model, args.output, plain=args.plain, quantize=args.quantize,
@@ -216,7 +214,8 @@ def _prepare(args) -> int:
           f"for output kind {info.output_kind}"
           f"{' (final ' + str(info.output_op) + ' applied by sprintiface)' if info.cut else ''}")
     for path in prepared.files:
-        print(f"  {path}: {os.path.getsize(path) / 2**20:.1f} MiB")
+        # the sizes as written: a concurrent prepare of the same output may have replaced the files
+        print(f"  {path}: {prepared.sizes[path] / 2**20:.1f} MiB")
     if prepared.packed_for:
         target = prepared.packed_for
         print(f"  weights pre-packed for onnxruntime {target['onnxruntime']} on {target['machine']} "

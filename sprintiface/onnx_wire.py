@@ -9,8 +9,12 @@ format, touching the weights' bytes not at all:
   prepare`` records what the scorer needs), found by skipping over the graph;
 - :func:`graph_without_weights`: the model with each initializer's
   ``raw_data`` replaced by an external-data reference to its place in the file
-  itself, so that ONNX Runtime reads the weights straight from the file and the
-  process never holds the model twice (the file's bytes and a parsed copy).
+  itself: the small graph to parse, and where each weight is (the engine copies
+  the weights out of the file itself, so that nothing maps the user's file).
+
+The file is read with ``pread`` through a small window, never mapped and not
+kept open: the bytes of the weights are skipped over, not read, and a model
+file that someone rewrites later cannot reach into a process that read it.
 
 Field numbers are ONNX's (onnx.proto): ModelProto graph 7, metadata_props 14;
 GraphProto initializer 5; TensorProto raw_data 9, external_data 13,
@@ -18,7 +22,6 @@ data_location 14; StringStringEntryProto key 1, value 2.
 """
 from __future__ import annotations
 
-import mmap
 import os
 from typing import Dict, Iterator, Tuple
 
@@ -98,34 +101,67 @@ def _string_entry(number: int, key: str, value: str) -> bytes:
     return _length_delimited(number, _length_delimited(1, key.encode()) + _length_delimited(2, value.encode()))
 
 
-class _MappedFile:
-    """The file at ``path``, memory-mapped read-only (its pages are the page cache's)."""
+class _File:
+    """The file at ``path``, read with ``pread`` through a window of WINDOW bytes:
+    ``data[i]`` and ``data[a:b]`` read what they need and nothing else (a field the
+    caller skips is never read). The file is closed at the end of the ``with``."""
+
+    WINDOW = 1 << 16
 
     def __init__(self, path: str):
         self.path = path
         try:
-            self._file = open(path, "rb")
+            self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except IsADirectoryError:
             raise ModelError(f"ONNX model {path!r} is a directory, expected a file") from None
+        except FileNotFoundError:
+            raise ModelError(f"ONNX model {path!r} does not exist") from None
         except OSError as error:
             raise ModelError(f"ONNX model {path!r} cannot be read: {error.strerror}") from None
-        size = os.fstat(self._file.fileno()).st_size
-        self.data = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        if os.path.isdir(path):
+            os.close(self._fd)
+            raise ModelError(f"ONNX model {path!r} is a directory, expected a file")
+        self._size = os.fstat(self._fd).st_size
+        self._start, self._window = 0, b""
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, start: int, length: int) -> bytes:
+        """``length`` bytes at ``start`` (the file shrank under us: _Truncated)."""
+        if self._start <= start and start + length <= self._start + len(self._window):
+            return self._window[start - self._start:start - self._start + length]
+        parts, done = [], 0
+        while done < length:
+            chunk = os.pread(self._fd, length - done, start + done)
+            if not chunk:
+                raise _Truncated
+            parts.append(chunk)
+            done += len(chunk)
+        return b"".join(parts)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return self.read(key.start, key.stop - key.start)
+        if not self._start <= key < self._start + len(self._window):
+            if key >= self._size:
+                raise IndexError(key)
+            self._start, self._window = key, os.pread(self._fd, self.WINDOW, key)
+            if not self._window:
+                raise _Truncated
+        return self._window[key - self._start]
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
-        if isinstance(self.data, mmap.mmap):
-            self.data.close()
-        self._file.close()
+        os.close(self._fd)
 
 
 def read_metadata(path: str) -> Dict[str, str]:
     """The ``metadata_props`` of the ONNX model at ``path`` (key -> value); ModelError
     for a file that is not an ONNX model."""
-    with _MappedFile(path) as mapped:
-        data = mapped.data
+    with _File(path) as data:
         metadata = {}
         try:
             for number, wire, _, start, end in _fields(data, 0, len(data)):
@@ -145,8 +181,7 @@ def graph_without_weights(path: str) -> bytes:
     itself (location: the file's name, offset and length of its ``raw_data``). Load
     the result with ONNX Runtime's external-data folder set to the file's directory."""
     location = os.path.basename(os.path.realpath(path))  # ONNX Runtime resolves links, and so must we
-    with _MappedFile(path) as mapped:
-        data = mapped.data
+    with _File(path) as data:
         try:
             parts = []
             for number, wire, field_start, start, end in _fields(data, 0, len(data)):

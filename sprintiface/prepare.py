@@ -19,27 +19,44 @@ loading it needs onnxruntime and numpy only. Two forms:
 
 ``--quantize`` makes the weights int8 (ONNX Runtime's dynamic quantization)
 and reports what that costs in accuracy and gains in speed on sample features.
-Everything is written under temporary names and renamed: complete or absent.
+Everything is written in a scratch folder ``.OUT.<host>.<pid>.<random>.scratch``
+next to OUT (removed at the end; one a killed prepare left is removed by the next
+prepare of OUT once its process is dead) and renamed into place: complete or
+absent. The renames are serialised by a lock on ``.OUT.lock`` (removed by its
+holder; a killed holder's is harmless), held from reading the old OUT to the
+last rename, so concurrent prepares of one OUT end with the last one's pair
+whole. Replacing OUT removes the weights file the old OUT named, nothing else:
+``OUT.int8.<id>.data`` of another prepared model stays. The weights file is
+read-only (0444: nothing ever writes it again), OUT is 0644.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy
 
-from sprintiface import graph, onnx_wire, plan
+from sprintiface import _files, graph, onnx_wire, plan
 from sprintiface.engine import packing_target
 from sprintiface.errors import ModelError
 
 #: metadata_props keys besides the plan.
 PACKED_FOR_KEY = "sprintiface.packed_for"
 PREPARED_BY_KEY = "sprintiface.prepared_by"
+#: Test seam (environment): the name of a step at which prepare stops itself with
+#: SIGSTOP, so that a test can act on a real process there (``scratch-written``:
+#: all is in the scratch folder; ``between-renames``: the weights file renamed, OUT not yet).
+PAUSE_ENV = "SPRINTIFACE_PREPARE_PAUSE"
+
+
+def _pause_point(name: str) -> None:
+    if os.environ.get(PAUSE_ENV) == name:
+        os.kill(os.getpid(), signal.SIGSTOP)
+
 @dataclass
 class QuantizationReport:
     """int8 against float32 on the same frames: how far the scores move, how much faster."""
@@ -64,6 +81,9 @@ class Prepared:
     packed_for: Optional[Dict[str, object]] = None
     quantization: Optional[QuantizationReport] = None
     notes: List[str] = field(default_factory=list)
+    #: Bytes of each of ``files`` as written (a later prepare of the same OUT may have
+    #: replaced them by the time the caller looks).
+    sizes: Dict[str, int] = field(default_factory=dict)
 
 
 def _require_onnx():
@@ -103,8 +123,8 @@ def prepare_model(source: str, output: str, *, plain: bool = False, quantize: bo
     metadata = plan.interface_to_metadata(interface)
     metadata[PREPARED_BY_KEY] = json.dumps({"sprintiface": __version__, "source": os.path.basename(source),
                                             "quantized": quantize})
-    work = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.", dir=directory)
-    try:
+    _files.remove_stale_scratch(output)
+    with _files.scratch_directory(output) as work:
         report = None
         if quantize:
             model, report = _quantize(onnx, model, metadata, work, interface, sample_features)
@@ -112,8 +132,39 @@ def prepare_model(source: str, output: str, *, plain: bool = False, quantize: bo
         if plain:
             return _write_plain(onnx, model, output, work, interface, report)
         return _write_shareable(onnx, model, output, work, interface, report)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+
+def _recorded_weights_name(path: str) -> "Optional[str]":
+    """The weights file the prepared model at ``path`` names (``sprintiface.packed_for``),
+    when it is one prepare writes for it (``<name>.<id>.data`` next to it); else None."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        return None
+    try:
+        recorded = json.loads(onnx_wire.read_metadata(path).get(PACKED_FOR_KEY, "{}")).get("weights")
+    except (ModelError, ValueError, AttributeError):
+        return None
+    name = os.path.basename(path)
+    if isinstance(recorded, str) and recorded == os.path.basename(recorded) and \
+            recorded.startswith(name + ".") and recorded.endswith(".data"):
+        return recorded
+    return None
+
+
+def _commit(staged: str, output: str, staged_data: "Optional[str]" = None, data: "Optional[str]" = None) -> None:
+    """Rename the staged model (and its weights file) into place, serialised with other
+    prepares of ``output``, and remove the weights file that the replaced OUT named."""
+    directory = os.path.dirname(os.path.abspath(output))
+    with _files.exclusive_lock(os.path.join(directory, f".{os.path.basename(output)}.lock")):
+        old = _recorded_weights_name(output)  # read before OUT is replaced
+        if staged_data is not None:
+            os.replace(staged_data, data)
+        _pause_point("between-renames")
+        os.replace(staged, output)  # the model last: until here an earlier OUT stays whole
+        if old is not None and (data is None or old != os.path.basename(data)):
+            try:
+                os.unlink(os.path.join(directory, old))
+            except OSError:
+                pass  # gone already, or not ours to remove: nothing depends on it any more
 
 
 def _write_plain(onnx, model, output, work, interface, report) -> Prepared:
@@ -123,8 +174,11 @@ def _write_plain(onnx, model, output, work, interface, report) -> Prepared:
     except ValueError:  # protobuf's 2 GB
         raise ModelError("prepare --plain: the model is over 2 GB, which one ONNX file cannot hold; "
                          "prepare the shareable form") from None
-    os.replace(staged, output)
-    return Prepared(output, [output], "plain", interface, quantization=report)
+    os.chmod(staged, 0o644)
+    sizes = {output: os.path.getsize(staged)}
+    _pause_point("scratch-written")
+    _commit(staged, output)
+    return Prepared(output, [output], "plain", interface, quantization=report, sizes=sizes)
 
 
 def _save_with_external_weights(onnx, model, path: str, page: int = 4096) -> None:
@@ -171,30 +225,31 @@ def _write_shareable(onnx, model, output, work, interface, report) -> Prepared:
         onnxruntime.InferenceSession(staged_source, options, providers=["CPUExecutionProvider"])
     except Exception as error:
         raise ModelError(f"prepare: ONNX Runtime cannot load the prepared model: {error}") from None
-    packed_for = dict(packing_target(), weights=data_name)
+    staged_data = os.path.join(work, data_name)
+    if not os.path.exists(staged_data):  # no initializer was big enough for the weights file
+        data_name = None
+    packed_for = dict(packing_target(), weights=data_name) if data_name else packing_target()
     entries = {key: value for key, value in ((p.key, p.value) for p in model.metadata_props)}
     entries[PACKED_FOR_KEY] = json.dumps(packed_for, separators=(",", ":"))
     written = onnx_wire.read_metadata(staged)
     missing = {key: value for key, value in entries.items() if written.get(key) != value}
     if missing:
         onnx_wire.append_metadata(staged, missing)
+    os.chmod(staged, 0o644)
+    sizes = {output: os.path.getsize(staged)}
+    if data_name is None:
+        _pause_point("scratch-written")
+        _commit(staged, output)
+        return Prepared(output, [output], "shareable", interface, packed_for=packed_for, quantization=report,
+                        sizes=sizes)
     final_data = os.path.join(os.path.dirname(os.path.abspath(output)), data_name)
-    os.replace(os.path.join(work, data_name), final_data)
-    os.replace(staged, output)  # the model last: until here an earlier OUT stays whole
-    _remove_other_weight_files(output, keep=final_data)
-    return Prepared(output, [output, final_data], "shareable", interface, packed_for=packed_for, quantization=report)
-
-
-def _remove_other_weight_files(output: str, keep: str) -> None:
-    """Weights files of a model that ``output`` replaced."""
-    directory, name = os.path.split(os.path.abspath(output))
-    for entry in os.listdir(directory):
-        path = os.path.join(directory, entry)
-        if entry.startswith(name + ".") and entry.endswith(".data") and path != keep:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+    # Read-only for everybody, whatever the umask: processes map it, nothing may write it again.
+    os.chmod(staged_data, 0o444)
+    sizes[final_data] = os.path.getsize(staged_data)
+    _pause_point("scratch-written")
+    _commit(staged, output, staged_data, final_data)
+    return Prepared(output, [output, final_data], "shareable", interface, packed_for=packed_for, quantization=report,
+                    sizes=sizes)
 
 
 def _quantize(onnx, model, metadata, work, interface, sample_features):

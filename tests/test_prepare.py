@@ -1,6 +1,8 @@
 """sprintiface prepare: a prepared model loads with onnxruntime alone, scores like the
 plain one, shares its weights file, and is written complete or absent."""
 import os
+import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -115,3 +117,125 @@ def test_a_model_behind_a_symlink(tmp_path, mlp_path):
     x = features(9, 12)
     numpy.testing.assert_allclose(score_segment(rasr_scorer(f"onnx:{tmp_path / 'link.onnx'}", 12, 30), x),
                                   -numpy.log(bare_run(mlp_path, x)), rtol=2e-5, atol=2e-5)
+
+
+# -- replacing OUT: other models' weights, concurrent prepares, killed prepares, modes ------------------
+
+def _prepare_process(source, output, pause=None):
+    """``sprintiface prepare`` in its own process; with ``pause``, it stops itself (SIGSTOP)
+    at that step (sprintiface.prepare.PAUSE_ENV) and is returned once stopped."""
+    env = dict(os.environ)
+    env.pop("SPRINTIFACE_PREPARE_PAUSE", None)
+    if pause:
+        env["SPRINTIFACE_PREPARE_PAUSE"] = pause
+    process = subprocess.Popen([sys.executable, "-m", "sprintiface", "prepare", source, "-o", output],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    if pause:
+        _wait_for(process, lambda: _state(process.pid) == "T", f"prepare to stop at {pause}")
+    return process
+
+
+def _state(pid):
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as stat_file:
+        return stat_file.read().rsplit(")", 1)[1].split()[0]
+
+
+def _waits_for_a_lock(pid):
+    with open("/proc/locks", encoding="utf-8") as locks:
+        return any("->" in line and f" {pid} " in line for line in locks)
+
+
+def _wait_for(process, condition, what, limit=300):
+    import time
+
+    deadline = time.monotonic() + limit
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"waiting for {what}, the process ended: {process.communicate()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{what}: not within {limit} s")
+        time.sleep(0.02)
+
+
+def _finish(process):
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    return out
+
+
+def _weights_of(path):
+    import json
+
+    return json.loads(read_metadata(path)["sprintiface.packed_for"])["weights"]
+
+
+def test_preparing_again_keeps_other_prepared_models_weights(tmp_path, mlp_path, write_model):
+    int8 = str(tmp_path / "am.int8.onnx")
+    source = write_model(build_mlp(12, 30, (256,), seed=3))  # int8 weights of over 1 KB: a weights file
+    assert main(["prepare", source, "-o", int8, "--quantize"]) == 0
+    am = str(tmp_path / "am")
+    assert main(["prepare", mlp_path, "-o", am]) == 0
+    first = _weights_of(am)
+    assert main(["prepare", mlp_path, "-o", am]) == 0
+    assert not (tmp_path / first).exists() and (tmp_path / _weights_of(am)).exists()
+    assert (tmp_path / _weights_of(int8)).exists()  # am.int8.onnx.<id>.data: another model's, kept
+    x = features(11, 12)
+    assert score_segment(rasr_scorer(f"onnx:{int8},log_level:warning", 12, 30), x).shape == (11, 30)
+    # a plain OUT over a shareable one removes the weights the shareable one named
+    assert main(["prepare", mlp_path, "-o", am, "--plain"]) == 0
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith("am.") and n.endswith(".data")) == \
+        [_weights_of(int8)]
+
+
+def test_concurrent_prepares_of_one_output_end_with_the_last_whole(tmp_path, write_model):
+    """One prepare stopped between its renames (holding the lock), a second one into the
+    same OUT waiting for it: both finish, OUT is the second's and its weights exist."""
+    first_source = write_model(build_mlp(12, 30, (16,), seed=1))
+    second_source = write_model(build_mlp(12, 30, (16,), seed=2))
+    out = str(tmp_path / "am.onnx")
+    assert main(["prepare", first_source, "-o", out]) == 0
+    original = _weights_of(out)
+    first = _prepare_process(first_source, out, pause="between-renames")
+    second = _prepare_process(second_source, out)
+    _wait_for(second, lambda: _waits_for_a_lock(second.pid), "the second prepare to wait for the lock")
+    os.kill(first.pid, signal.SIGCONT)
+    _finish(first)
+    _finish(second)
+    weights = [n for n in os.listdir(tmp_path) if n.startswith("am.onnx.") and n.endswith(".data")]
+    assert weights == [_weights_of(out)] and weights[0] != original  # the others' removed, none leaked
+    assert not (tmp_path / ".am.onnx.lock").exists()
+    x = features(13, 12)
+    numpy.testing.assert_allclose(score_segment(rasr_scorer(f"onnx:{out}", 12, 30), x),
+                                  -numpy.log(bare_run(second_source, x)), rtol=2e-5, atol=2e-5)
+
+
+def test_a_killed_prepare_leaves_scratch_that_the_next_removes(tmp_path, mlp_path):
+    out = str(tmp_path / "am.onnx")
+
+    def scratch():
+        return sorted(n for n in os.listdir(tmp_path) if n.startswith(".am.onnx.") and n.endswith(".scratch"))
+
+    killed = _prepare_process(mlp_path, out, pause="scratch-written")
+    dead_scratch = scratch()
+    assert len(dead_scratch) == 1 and os.listdir(tmp_path / dead_scratch[0])  # with what it wrote
+    killed.kill()
+    killed.wait()
+    live = _prepare_process(mlp_path, out, pause="scratch-written")
+    live_scratch = [name for name in scratch() if name not in dead_scratch]
+    assert len(live_scratch) == 1
+    assert main(["prepare", mlp_path, "-o", out]) == 0
+    assert scratch() == live_scratch  # the dead one's removed, the live one's kept
+    os.kill(live.pid, signal.SIGCONT)
+    _finish(live)
+    assert scratch() == [] and make_engine(out).prepared
+
+
+def test_prepared_files_are_not_writable_by_others_whatever_the_umask(tmp_path, mlp_path):
+    out = str(tmp_path / "am.onnx")
+    code = ("import os, sys\nos.umask(0)\nfrom sprintiface.cli import main\n"
+            f"sys.exit(main(['prepare', {mlp_path!r}, '-o', {out!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / _weights_of(out)).st_mode) == 0o444
