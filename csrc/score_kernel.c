@@ -7,12 +7,12 @@
 #include <string.h>
 
 /* Probabilities are floored at the smallest normal float: a softmax that
- * underflowed to 0 in float32 gets score ~87.3 ("impossible") instead of inf,
- * which would poison RASR's pruning arithmetic. */
+ * underflowed to 0 in float32 gets SF_SCORE_FLOOR ("impossible") instead of inf,
+ * which would poison RASR's pruning arithmetic. (-logf(FLT_MIN) is that constant.) */
 static void sf_row_neg_log(float *x, int64_t n)
 {
     for (int64_t i = 0; i < n; ++i)
-        x[i] = -logf(x[i] < FLT_MIN ? FLT_MIN : x[i]);
+        x[i] = x[i] < FLT_MIN ? SF_SCORE_FLOOR : -logf(x[i]);
 }
 
 /*

@@ -17,6 +17,14 @@
 extern "C" {
 #endif
 
+/*
+ * The score of a class the model makes impossible (p = 0): -log(FLT_MIN) = 126 ln 2, rounded
+ * to float32 (87.33655). Probabilities are floored at FLT_MIN, so RASR never sees +inf,
+ * which would poison its pruning arithmetic; the rule for every kind is below
+ * (sf_finish_scores). The one place this number is written.
+ */
+#define SF_SCORE_FLOOR 87.3365447505531f
+
 /* What the model's output holds, and so how it becomes a -log score. */
 typedef enum {
     SF_OUTPUT_LOGITS = 0,    /* unnormalised: score = log(sum exp(z - m)) - (z - m), z = x + bias */
