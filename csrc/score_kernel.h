@@ -59,6 +59,11 @@ int sf_kernel_best(void);
  * sum a modest number): so scores stay as exact as a bare run at any logit
  * magnitude.
  *
+ * The shift is a fast path with an exact answer: the last row's log-sum-exp is
+ * taken only when the row's sum under it lies in [2^-23, 2^23], which it can only
+ * when that shift is within 16 + ln C of the row's maximum, for any sequence of
+ * rows (score_kernel_body.inc says why).
+ *
  * With a prior, the caller passes class_term = prior_scale * log p(c), so the
  * result is -log p(c|x) + prior_scale * log p(c).
  *
