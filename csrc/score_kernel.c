@@ -6,13 +6,18 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Probabilities are floored at the smallest normal float: a softmax that
- * underflowed to 0 in float32 gets SF_SCORE_FLOOR ("impossible") instead of inf,
- * which would poison RASR's pruning arithmetic. (-logf(FLT_MIN) is that constant.) */
-static void sf_row_neg_log(float *x, int64_t n)
+/* Probabilities are floored at the smallest normal float: a softmax that gives 0 (a
+ * masked class, or one that underflowed in float32) gets SF_SCORE_FLOOR ("impossible",
+ * -logf(FLT_MIN)) instead of inf, which would poison RASR's pruning arithmetic. A NaN
+ * stays NaN. Returns 1 when some class is possible (p >= FLT_MIN), else 0. */
+static int sf_row_neg_log(float *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; ++i)
+    int possible = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        possible |= x[i] >= FLT_MIN;
         x[i] = x[i] < FLT_MIN ? SF_SCORE_FLOOR : -logf(x[i]);
+    }
+    return possible;
 }
 
 /*
