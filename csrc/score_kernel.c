@@ -6,35 +6,46 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Probabilities are floored at the smallest normal float: a softmax that
- * underflowed to 0 in float32 gets score ~87.3 ("impossible") instead of inf,
- * which would poison RASR's pruning arithmetic. */
-static void sf_row_neg_log(float *x, int64_t n)
+/* Probabilities are floored at the smallest normal float: a softmax that gives 0 (a
+ * masked class, or one that underflowed in float32) gets SF_SCORE_FLOOR ("impossible",
+ * -logf(FLT_MIN)) instead of inf, which would poison RASR's pruning arithmetic. A NaN
+ * stays NaN. Returns 1 when some class is possible (p >= FLT_MIN), else 0. */
+static int sf_row_neg_log(float *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; ++i)
-        x[i] = -logf(x[i] < FLT_MIN ? FLT_MIN : x[i]);
+    int possible = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        possible |= x[i] >= FLT_MIN;
+        x[i] = x[i] < FLT_MIN ? SF_SCORE_FLOOR : -logf(x[i]);
+    }
+    return possible;
 }
 
 /*
- * SF_MAX(a, b): lane-wise maximum in one instruction where the instruction set
- * has one; b is returned where either lane is NaN (x86's rule; NEON's fmax
- * returns the NaN), so SF_MAX(constant, x) lets a NaN x through.
+ * SF_MAX(a, b), SF_MIN(a, b): lane-wise maximum and minimum in one instruction where
+ * the instruction set has one; b is returned where either lane is NaN (x86's rule;
+ * NEON's fmax and fmin return the NaN), so SF_MAX(constant, x) and SF_MIN(constant, x)
+ * let a NaN x through.
  */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define SF_MAX16(a, b) ((__typeof__(a))_mm_max_ps((__m128)(a), (__m128)(b)))
+#define SF_MIN16(a, b) ((__typeof__(a))_mm_min_ps((__m128)(a), (__m128)(b)))
 #elif defined(__aarch64__)
 #include <arm_neon.h>
 #define SF_MAX16(a, b) ((__typeof__(a))vmaxq_f32((float32x4_t)(a), (float32x4_t)(b)))
+#define SF_MIN16(a, b) ((__typeof__(a))vminq_f32((float32x4_t)(a), (float32x4_t)(b)))
 #else
 #define SF_MAX16(a, b) ((a) > (b) ? (a) : (b))
+#define SF_MIN16(a, b) ((a) < (b) ? (a) : (b))
 #endif
 
 /* The portable kernel: 16-byte vectors (SSE2 on x86-64, NEON on aarch64). */
 #define SF_BYTES 16
 #define SF_NAME(x) sf_baseline_##x
 #define SF_MAX SF_MAX16
+#define SF_MIN SF_MIN16
 #include "score_kernel_body.inc"
+#undef SF_MIN
 #undef SF_MAX
 #undef SF_NAME
 #undef SF_BYTES
@@ -58,7 +69,9 @@ static void sf_row_neg_log(float *x, int64_t n)
 #define SF_BYTES 32
 #define SF_NAME(x) sf_avx2_##x
 #define SF_MAX(a, b) ((__typeof__(a))_mm256_max_ps((__m256)(a), (__m256)(b)))
+#define SF_MIN(a, b) ((__typeof__(a))_mm256_min_ps((__m256)(a), (__m256)(b)))
 #include "score_kernel_body.inc"
+#undef SF_MIN
 #undef SF_MAX
 #undef SF_NAME
 #undef SF_BYTES
@@ -73,7 +86,9 @@ static void sf_row_neg_log(float *x, int64_t n)
 #define SF_BYTES 64
 #define SF_NAME(x) sf_avx512_##x
 #define SF_MAX(a, b) ((__typeof__(a))_mm512_max_ps((__m512)(a), (__m512)(b)))
+#define SF_MIN(a, b) ((__typeof__(a))_mm512_min_ps((__m512)(a), (__m512)(b)))
 #include "score_kernel_body.inc"
+#undef SF_MIN
 #undef SF_MAX
 #undef SF_NAME
 #undef SF_BYTES

@@ -17,12 +17,21 @@
 extern "C" {
 #endif
 
-/* What the model's output holds, and so how it becomes a -log score. */
-typedef enum {
-    SF_OUTPUT_LOGITS = 0,    /* unnormalised: score = log(sum exp(z - m)) - (z - m), z = x + bias */
-    SF_OUTPUT_PROBS = 1,     /* probabilities: score = -log(max(x, FLT_MIN))                      */
-    SF_OUTPUT_LOG_PROBS = 2, /* +log probabilities: score = -x                                    */
-    SF_OUTPUT_SCORES = 3     /* already -log scores: score = x                                    */
+/*
+ * The score of a class the model makes impossible (p = 0, a masked class): -log(FLT_MIN) =
+ * 126 ln 2, rounded to float32 (87.33655). Probabilities are floored at FLT_MIN, so RASR
+ * never sees +inf, which would poison its pruning arithmetic; the rule for every kind is
+ * at sf_finish_scores. The one place this number is written.
+ */
+#define SF_SCORE_FLOOR 87.3365447505531f
+
+/* What the model's output holds, how it becomes a -log score, and which value is a masked
+ * class (p = 0). */
+typedef enum {               /* score                                         masked class              */
+    SF_OUTPUT_LOGITS = 0,    /* log(sum exp(z - m)) - (z - m), z = x + bias   z = -inf (after the bias) */
+    SF_OUTPUT_PROBS = 1,     /* -log(max(x, FLT_MIN)), +prob space            x < FLT_MIN (0: masked)   */
+    SF_OUTPUT_LOG_PROBS = 2, /* -x, +log space                                x = -inf                  */
+    SF_OUTPUT_SCORES = 3     /* x, already -log space                         x = +inf                  */
 } sf_output_kind;
 
 /* Kernels this build has, widest first: indices 0 .. sf_kernel_count() - 1. */
@@ -51,11 +60,25 @@ int sf_kernel_best(void);
  * sum a modest number): so scores stay as exact as a bare run at any logit
  * magnitude.
  *
+ * The shift is a fast path with an exact answer: the last row's log-sum-exp is
+ * taken only when the row's sum under it lies in [2^-23, 2^23], which it can only
+ * when that shift is within 16 + ln C of the row's maximum, for any sequence of
+ * rows (score_kernel_body.inc says why).
+ *
  * With a prior, the caller passes class_term = prior_scale * log p(c), so the
  * result is -log p(c|x) + prior_scale * log p(c).
  *
- * Returns -1 when every score is finite, else the index of the first frame
- * holding a NaN or an infinity (that row and later ones are left unspecified).
+ * A masked class (p = 0: the table above) scores exactly SF_SCORE_FLOOR (+ class_term[c]),
+ * as the uncut model's p = 0 does under the probs floor: one rule for every kind. So
+ * does a logit more than FLT_MAX below its row's maximum (z - m is -inf in float32,
+ * where the uncut Softmax gives 0). Every other score is exact, 87.34 or more too.
+ *
+ * Returns -1 when every score is finite, else the index of the first frame that is not:
+ * one holding a NaN, the other infinity (a logit or log-prob of +inf, a score of -inf,
+ * a probability of +inf), nothing possible (every class masked), a score beyond float32,
+ * or a masked class with a class_term of 2^103 or more (no prior gives one: there +inf
+ * after the term cannot be told from an overflow). That row and later ones are left
+ * unspecified.
  */
 int64_t sf_finish_scores(int kernel, float *scores, int64_t frames, int64_t classes, sf_output_kind kind,
                          const float *logit_bias, const float *class_term);

@@ -39,7 +39,7 @@ cimport numpy as cnp
 
 from sprintiface.frame_copy cimport sf_copy_frame_f32, sf_copy_frame_f64, sf_find_non_finite, sf_grow_capacity
 from sprintiface.score_kernel cimport (SF_OUTPUT_LOG_PROBS, SF_OUTPUT_LOGITS, SF_OUTPUT_PROBS, SF_OUTPUT_SCORES,
-                                       sf_finish_scores, sf_kernel_best, sf_kernel_count, sf_kernel_name,
+                                       SF_SCORE_FLOOR, sf_finish_scores, sf_kernel_best, sf_kernel_count, sf_kernel_name,
                                        sf_kernel_runs_here, sf_output_kind)
 
 import numpy
@@ -69,6 +69,9 @@ OUTPUT_KIND_CODES = {
     "logits": SF_OUTPUT_LOGITS,
     "scores": SF_OUTPUT_SCORES,
 }
+
+#: The score of a masked class (p = 0), -log(FLT_MIN) in float32 (csrc/score_kernel.h).
+SCORE_FLOOR = numpy.float32(SF_SCORE_FLOOR)
 
 # -- kernels ---------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 from libc.stdint cimport int64_t
 
 cdef extern from "score_kernel.h" nogil:
+    const float SF_SCORE_FLOOR
     ctypedef enum sf_output_kind:
         SF_OUTPUT_LOGITS
         SF_OUTPUT_PROBS

@@ -4,7 +4,7 @@ Shared by the robustness suite (tests/test_scorer_*.py) and the scripts it runs
 in subprocesses (tests/scorer_thread_scenarios.py, tests/rasr_scorer_replay.py),
 so that every check compares against one reference: a bare
 ``onnxruntime.InferenceSession.run`` of the model file, then the -log transform
-in numpy float64 (the formulas of tests/test_scorer.py).
+in numpy float64 (:func:`neg_log_reference`, the slow twin of the score kernel).
 """
 from __future__ import annotations
 
@@ -21,6 +21,64 @@ if _TOOLS not in sys.path:
 
 #: Tolerance of a score against the float64 reference (as in tests/test_scorer.py).
 RTOL = ATOL = 2e-5
+
+#: The score of a masked class (p = 0), docs/priors.md: -log of the smallest normal float32
+#: (126 ln 2 = 87.3365...), rounded to float32. Derived here, not read from the package, so a
+#: test can hold the package's constant against it.
+SCORE_FLOOR = numpy.float32(-numpy.log(numpy.float64(numpy.finfo(numpy.float32).tiny)))
+
+
+def neg_log_reference(raw: numpy.ndarray, kind: str, logit_bias: Optional[numpy.ndarray] = None,
+                      class_term: Optional[numpy.ndarray] = None):
+    """The slow twin of the score kernel (csrc/score_kernel.h): what it must give for ``raw``
+    (float32 (T, C), a model output of ``kind``), computed in float64 from the definitions.
+
+    Returns ``(scores, masked, bad)``: float64 (T, C) -log scores with ``class_term`` (C,)
+    added; bool (T, C), the classes the floor rule gives :data:`SCORE_FLOOR` (+ term); bool
+    (T,), the rows the kernel must report as not finite (their scores are NaN here).
+
+    A class is masked when its posterior is 0 in float32: probs below the smallest normal
+    float (underflow included), log_probs -inf, scores +inf, logits whose float32 ``z - max z``
+    is -inf (a -inf logit after the bias, as ONNX Runtime's Softmax gives exp(-inf) = 0).
+    A row is bad when it holds a NaN, the other infinity (+inf logit or log_prob, -inf
+    score, +inf probability), or nothing possible (every class masked), or when a score
+    does not fit float32, or a masked class has a term of 2^103 or more (no prior gives one;
+    csrc/score_kernel.h says why). Logits get ``logit_bias`` added in float32 first, as the
+    model's Add rounds it, then ``-log_softmax`` in float64 from the row's maximum.
+    """
+    raw = numpy.asarray(raw, dtype=numpy.float32)
+    with numpy.errstate(all="ignore"):
+        if kind == "logits":
+            z = raw if logit_bias is None else raw + numpy.asarray(logit_bias, dtype=numpy.float32)
+            top = z.max(axis=1, keepdims=True)
+            masked = (z == -numpy.inf) | ((z - top) == -numpy.inf)  # float32, as the model's Softmax subtracts
+            bad = numpy.isnan(z).any(axis=1) | (z == numpy.inf).any(axis=1)
+            shifted = z.astype(numpy.float64) - top.astype(numpy.float64)
+            scores = numpy.log(numpy.exp(shifted).sum(axis=1, keepdims=True)) - shifted
+        elif kind == "probs":
+            masked = raw < numpy.finfo(numpy.float32).tiny
+            bad = numpy.isnan(raw).any(axis=1) | (raw == numpy.inf).any(axis=1)
+            scores = -numpy.log(raw.astype(numpy.float64))
+        elif kind == "log_probs":
+            masked = raw == -numpy.inf
+            bad = numpy.isnan(raw).any(axis=1) | (raw == numpy.inf).any(axis=1)
+            scores = -raw.astype(numpy.float64)
+        elif kind == "scores":
+            masked = raw == numpy.inf
+            bad = numpy.isnan(raw).any(axis=1) | (raw == -numpy.inf).any(axis=1)
+            scores = raw.astype(numpy.float64)
+        else:
+            raise ValueError(f"kind: expected probs, log_probs, logits or scores, got {kind!r}")
+        bad = bad | masked.all(axis=1)
+        scores = numpy.where(masked, numpy.float64(SCORE_FLOOR), scores)
+        if class_term is not None:
+            term = numpy.asarray(class_term, dtype=numpy.float64)
+            # From a term of 2^103 a masked class cannot be told from an overflow (the header).
+            bad = bad | (masked & ~(term < 2.0 ** 103)).any(axis=1)
+            scores = scores + term
+        bad = bad | ~numpy.isfinite(scores.astype(numpy.float32)).all(axis=1)
+    scores[bad] = numpy.nan
+    return scores, masked & ~bad[:, None], bad
 
 
 class ReferenceScorer:
@@ -54,19 +112,7 @@ class ReferenceScorer:
 
     def scores(self, frames: numpy.ndarray) -> numpy.ndarray:
         """What get_scores must give for each of ``frames`` scored as one buffer: float64 (T, C)."""
-        raw = self.raw(frames).astype(numpy.float64)
-        if self.kind == "probs":
-            scores = -numpy.log(raw)
-        elif self.kind == "log_probs":
-            scores = -raw
-        elif self.kind == "logits":
-            shifted = raw - raw.max(axis=1, keepdims=True)
-            scores = numpy.log(numpy.exp(shifted).sum(axis=1, keepdims=True)) - shifted
-        else:
-            scores = raw
-        if self.prior_term is not None:
-            scores = scores + self.prior_term
-        return scores
+        return neg_log_reference(self.raw(frames), self.kind, None, self.prior_term)[0]
 
 
 def rasr_module_init(module, config: str):

@@ -49,13 +49,15 @@ def _head(nodes, hidden: str, output_name: str, output_kind: str, name: str):
 def build_mlp(input_dim: int = 40, output_dim: int = 500, hidden: Sequence[int] = (256, 256), *,
               seed: int = 0, batched: bool = True, output_kind: str = "probs",
               input_name: str = "data", output_name: str = "output",
-              length_name: Optional[str] = None, opset: int = 17):
+              length_name: Optional[str] = None, masked_classes: Sequence[int] = (), opset: int = 17):
     """A frame-wise MLP: ``[B, T, F]`` (or ``[T, F]`` unless ``batched``) -> ``[B, T, C]``.
 
     ReLU hidden layers, then a head giving ``output_kind``: ``probs`` (Softmax),
     ``log_probs`` (LogSoftmax), ``logits`` or ``scores`` (-log_softmax). With
     ``length_name`` the model also takes a sequence-length input [B] int32,
     which a frame-wise model does not need but RETURNN exports carry.
+    ``masked_classes``: classes whose output bias is -inf, so the model makes them
+    impossible (a Softmax gives p = 0, a LogSoftmax -inf), as a mask in a real model does.
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -68,7 +70,10 @@ def build_mlp(input_dim: int = 40, output_dim: int = 500, hidden: Sequence[int] 
     for layer, size in enumerate(list(hidden) + [output_dim]):
         weight, bias = f"W{layer}", f"b{layer}"
         initializers.append(numpy_helper.from_array(_weights(rng, current_dim, size), weight))
-        initializers.append(numpy_helper.from_array((0.1 * rng.standard_normal(size)).astype(numpy.float32), bias))
+        bias_values = (0.1 * rng.standard_normal(size)).astype(numpy.float32)
+        if layer == len(hidden):
+            bias_values[list(masked_classes)] = -numpy.inf
+        initializers.append(numpy_helper.from_array(bias_values, bias))
         nodes.append(helper.make_node("MatMul", [current, weight], [f"mm{layer}"]))
         nodes.append(helper.make_node("Add", [f"mm{layer}", bias], [f"lin{layer}"]))
         current, current_dim = f"lin{layer}", size
