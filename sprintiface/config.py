@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
+from sprintiface._checks import checked_int
 from sprintiface.errors import ConfigError
 from sprintiface.scores import OUTPUT_KINDS
 
@@ -38,11 +39,10 @@ def _to_str(value: Any) -> str:
 
 
 def _to_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected an integer, got a boolean")
-    if isinstance(value, int):
-        return value
-    return int(str(value).strip(), 10)
+    # pymod-config gives text; a TOML file or an override gives a value: an int, never a bool.
+    if isinstance(value, str):
+        return int(value.strip(), 10)
+    return checked_int(value, "the value", error=ValueError)
 
 
 def _to_float(value: Any) -> float:

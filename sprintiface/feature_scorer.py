@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import collections
 import logging
-import operator
 import time as _time
 from typing import Callable, NamedTuple, Optional
 
 import numpy
 
 from sprintiface._buffer import FrameBuffer
+from sprintiface._checks import checked_int
 from sprintiface.config import Config, load_config, require_file
 from sprintiface.engine import OnnxEngine, return_freed_memory
 from sprintiface.errors import ConfigError, FeatureError, ProtocolError, ScoreError
@@ -52,14 +52,9 @@ SHRINK_FACTOR = 4
 MIN_FRAMES = 1024
 
 
-def _count(value, call: str, name: str = "num_frames") -> int:
-    """``value`` as a frame count (an int, not a bool); ProtocolError naming ``name`` otherwise."""
-    if isinstance(value, (bool, numpy.bool_)):  # numpy < 2.3 gives numpy bools an __index__
-        raise ProtocolError(f"{call}: expected {name} to be an int, got {type(value).__name__} {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ProtocolError(f"{call}: expected {name} to be an int, got {type(value).__name__} {value!r}") from None
+def _count(value: object, call: str, name: str = "num_frames") -> int:
+    """``value`` as a frame count or dimension; ProtocolError naming ``call`` and ``name`` otherwise."""
+    return checked_int(value, name, where=call)
 
 
 class _Serving(NamedTuple):
