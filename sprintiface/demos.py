@@ -12,6 +12,7 @@ from typing import Optional, TextIO
 
 import numpy
 
+from sprintiface import hdf_layout
 from sprintiface.rasr_calls import rasr_scorer_calls
 
 
@@ -97,10 +98,11 @@ def run_training_demo(num_segments: int = 6, seed: int = 0, dump_file: Optional[
         print(f"fed {fed} segments; wrote {dump_file} (install h5py to inspect it)", file=out)
         return summary
     with h5py.File(dump_file, "r") as file:
-        summary.update(frames=int(file.attrs["numTimesteps"]), segments=int(file.attrs["numSeqs"]))
+        summary.update(frames=int(file.attrs[hdf_layout.NUM_TIMESTEPS]),
+                       segments=int(file.attrs[hdf_layout.NUM_SEQS]))
         print(f"fed {fed} segments over 2 epochs; {dump_file}: {summary['segments']} segments, "
-              f"{summary['frames']} frames, inputs {file['inputs'].shape}, "
-              f"targets {sorted(file['targets/data'])}", file=out)
+              f"{summary['frames']} frames, inputs {file[hdf_layout.INPUTS].shape}, "
+              f"targets {sorted(file[hdf_layout.TARGETS_DATA])}", file=out)
     return summary
 
 
