@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Tuple
 
 from sprintiface._checks import checked_int
 from sprintiface.errors import ConfigError
+from sprintiface.log import LEVELS, log_level_help
 from sprintiface.scores import OUTPUT_KINDS
 
 
@@ -141,8 +142,7 @@ OPTIONS: Dict[str, Option] = _options(
            "requires it, as RETURNN does.", choices=("forward", "train", "nop")),
     Option("configfile", None, _to_str, "TOML file with more of these keys; keys in pymod-config win.",
            is_path=True),
-    Option("log_level", "info", _to_str, "Level of the 'sprintiface' logger: one line per segment "
-           "at info, only problems at warning.", choices=("debug", "info", "warning", "error")),
+    Option("log_level", "info", _to_str, log_level_help(), choices=tuple(LEVELS)),
     # -- the model
     Option("onnx", None, _to_str, "Path of the ONNX acoustic model.", is_path=True),
     Option("model", None, _to_str, "RETURNN-style model prefix: with epoch N the model is "
@@ -287,37 +287,78 @@ def read_config_file(path: str) -> Dict[str, Any]:
     return values
 
 
-class Config(Mapping):
-    """Parsed, typed options with defaults filled in; read as ``config.key`` or ``config["key"]``.
+@dataclass(frozen=True)
+class Config:
+    """Parsed, typed options with defaults filled in; read as ``config.key`` (typed) or
+    ``config["key"]`` (a key named at run time).
 
-    ``given`` holds the keys that were set explicitly (in pymod-config or the
-    TOML file), ``raw`` the pymod-config items as strings (RETURNN's
-    ``sprint_opts``).
+    One field per key of :data:`OPTIONS`, in its order: the table stays the one
+    place that says what a key means, its default and how it is parsed; the
+    fields repeat only its name and type, for the type checker (a key missing
+    here stops the import: see the check below the class). ``given`` holds the
+    keys that were set explicitly (in pymod-config or the TOML file), ``raw``
+    the pymod-config items as strings (RETURNN's ``sprint_opts``).
     """
 
-    def __init__(self, values: Dict[str, Any], given: frozenset, raw: Dict[str, str]):
-        self._values = values
-        self.given = given
-        self.raw = raw
+    action: Optional[str]
+    configfile: Optional[str]
+    log_level: str
+    onnx: Optional[str]
+    model: Optional[str]
+    epoch: Optional[int]
+    input_name: Optional[str]
+    length_name: Optional[str]
+    output_name: Optional[str]
+    output_kind: str
+    intra_op_threads: int
+    inter_op_threads: int
+    share_weights: bool
+    score_kernel: str
+    buffer_size: int
+    prior_file: Optional[str]
+    prior_scale: float
+    prior_space: str
+    trainer: str
+    dump_file: Optional[str]
+    checkpoint_dir: Optional[str]
+    queue_size: int
+    model_file: Optional[str]
+    learning_rate: float
+    max_seqs: int
+    max_frames: int
+    accum_grad_multiple_step: int
+    torch_threads: int
+    onnx_exporter: str
+    seq_ordering: str
+    seed: int
+    partition_epoch: int
+    num_epochs: int
+    start_epoch: Optional[int]
+    given: FrozenSet[str] = field(default=frozenset(), repr=False, compare=False)
+    raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __getitem__(self, key: str) -> Any:
-        return self._values[key]
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self.__dict__["_values"][key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    def __iter__(self):
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
+        if key not in OPTIONS:
+            raise KeyError(key)
+        return getattr(self, key)
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{key}={self._values[key]!r}" for key in sorted(self.given))
+        shown = ", ".join(f"{key}={getattr(self, key)!r}" for key in sorted(self.given))
         return f"Config({shown})"
+
+
+def _check_fields_are_the_options() -> None:
+    # A key added to OPTIONS needs its field in Config (name and type): said at import,
+    # in every test run, rather than as an AttributeError in a RASR job.
+    names = [item.name for item in fields(Config) if item.name not in ("given", "raw")]
+    if names != list(OPTIONS):
+        missing = [name for name in OPTIONS if name not in names]
+        extra = [name for name in names if name not in OPTIONS]
+        raise TypeError(f"sprintiface.config.Config's fields differ from OPTIONS: add a typed field for "
+                        f"{missing}, remove {extra}, in OPTIONS' order")
+
+
+_check_fields_are_the_options()
 
 
 def load_config(text: Optional[str], **overrides: Any) -> Config:
@@ -346,7 +387,7 @@ def load_config(text: Optional[str], **overrides: Any) -> Config:
     values = {name: option.default for name, option in OPTIONS.items()}
     for key, (value, origin) in given.items():
         values[key] = OPTIONS[key].parse(value, origin) if value is not None else None
-    return Config(values, frozenset(given), raw)
+    return Config(**values, given=frozenset(given), raw=raw)
 
 
 def require_file(config: Config, key: str) -> str:

@@ -19,7 +19,6 @@ protocol's rules: what a reset forgives, what compute needs, what is logged.
 from __future__ import annotations
 
 import collections
-import logging
 import time as _time
 from typing import Callable, NamedTuple, Optional
 
@@ -30,7 +29,7 @@ from sprintiface._checks import checked_int
 from sprintiface.config import Config, load_config, require_file
 from sprintiface.engine import OnnxEngine, return_freed_memory
 from sprintiface.errors import ConfigError, FeatureError, ProtocolError, ScoreError
-from sprintiface.log import configure_logging, logger
+from sprintiface.log import SCORER_SEGMENT_LEVEL, configure_logging, logger
 from sprintiface.priors import load_prior
 
 
@@ -224,11 +223,11 @@ class PythonFeatureScorer:
         elapsed = _time.perf_counter() - started
         self._frames_scored += num_frames
         self._compute_seconds += elapsed
-        # A line per segment costs more than a small buffer's whole run: debug only
-        # (the summary comes at exit()).
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s: %d frames, compute %.2f ms, RTF %.4f", self.get_segment_name(),
-                         num_frames, elapsed * 1e3, elapsed / (num_frames * 0.01))
+        # A line per buffer costs more than a small buffer's whole run: at the level log.py
+        # names (debug; the summary comes at exit()), formatted only when it is shown.
+        if logger.isEnabledFor(SCORER_SEGMENT_LEVEL):
+            logger.log(SCORER_SEGMENT_LEVEL, "%s: %d frames, compute %.2f ms, RTF %.4f", self.get_segment_name(),
+                       num_frames, elapsed * 1e3, elapsed / (num_frames * 0.01))
 
     def _give_back_memory(self, serving: _Serving, frames: int) -> None:
         """The memory policy: after a long outlier, storage follows the recent segments again."""
