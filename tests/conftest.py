@@ -4,6 +4,7 @@ The model builders and the C call driver live in tools/ (not in the package).
 """
 import os
 import sys
+import tempfile
 
 import numpy
 import onnxruntime
@@ -114,3 +115,19 @@ def pytest_configure(config):
     # The tests are of the installed package; the source folder has no compiled part.
     # (Importing sprintiface above already failed, with a message, if it was shadowed.)
     assert os.path.exists(os.path.join(os.path.dirname(sprintiface.__file__), "models", "demo.onnx"))
+
+
+def _sprintiface_temporaries():
+    directory = tempfile.gettempdir()
+    return {name for name in os.listdir(directory) if "sprintiface" in name}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leaves_no_temporaries():
+    """A test run leaves nothing of sprintiface's in the system temp dir (tests write
+    into their tmp_path; the demos remove their temporary folders). Only names with
+    "sprintiface" are watched: other programs write there meanwhile."""
+    before = _sprintiface_temporaries()
+    yield
+    left = sorted(_sprintiface_temporaries() - before)
+    assert not left, f"the test run left {left} in {tempfile.gettempdir()}"
