@@ -2,7 +2,9 @@
 
 The model builders and the C call driver live in tools/ (not in the package).
 """
+import contextlib
 import os
+import shutil
 import sys
 import tempfile
 
@@ -12,8 +14,8 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 
-import sprintiface  # noqa: E402
-from onnx_models import build_blstm, build_mlp, save_model  # noqa: E402
+import sprintiface
+from onnx_models import build_blstm, build_mlp, save_model
 
 
 @pytest.fixture
@@ -99,10 +101,8 @@ def end_training_session():
     process = sprintiface._training()
     if process.session is not None:
         process.session._failure = None
-    try:
+    with contextlib.suppress(sprintiface.TrainerError):
         sprintiface.exit()
-    except sprintiface.TrainerError:
-        pass
     process.target_mode_override = None
     process.schedule = None
 
@@ -117,17 +117,45 @@ def pytest_configure(config):
     assert os.path.exists(os.path.join(os.path.dirname(sprintiface.__file__), "models", "demo.onnx"))
 
 
-def _sprintiface_temporaries():
-    directory = tempfile.gettempdir()
-    return {name for name in os.listdir(directory) if "sprintiface" in name}
+def _describe(directory, name):
+    path = os.path.join(directory, name)
+    if os.path.isdir(path):
+        return f"{name}/ (holding {sorted(os.listdir(path))[:5]})"
+    with open(path, "rb") as file:
+        return f"{name} ({os.path.getsize(path)} bytes, starting {file.read(32)!r})"
+
+
+#: What others leave in the temp dir, each with the reason it is not ours to remove.
+FOREIGN_TEMPORARIES = {
+    # ONNX Runtime (1.2x-1.3x) keeps one small session-id file, $TMPDIR/.ses, reused by later runs.
+    ".ses",
+}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def leaves_no_temporaries():
-    """A test run leaves nothing of sprintiface's in the system temp dir (tests write
-    into their tmp_path; the demos remove their temporary folders). Only names with
-    "sprintiface" are watched: other programs write there meanwhile."""
-    before = _sprintiface_temporaries()
-    yield
-    left = sorted(_sprintiface_temporaries() - before)
-    assert not left, f"the test run left {left} in {tempfile.gettempdir()}"
+def system_temp_dir(tmp_path_factory):
+    """The test run's system temp dir (TMPDIR, for this process and every child), which must be
+    empty at the end: tests write into their tmp_path, and what sprintiface puts in the temp dir
+    (the demos' folders) it removes. A folder of the run's own, not /tmp itself, so that other
+    programs writing there meanwhile cannot fail the check. The C call driver's build cache
+    stays in the real temp dir, shared across runs (tools/rasr_driver)."""
+    tmp_path_factory.getbasetemp()  # the tests' tmp_path folders stay where pytest keeps them
+    original = tempfile.gettempdir()
+    os.environ.setdefault("SPRINTIFACE_RASR_DRIVER_CACHE", original)
+    directory = tempfile.mkdtemp(prefix="sprintiface-tests-tmpdir-")
+    saved = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = directory
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    assert tempfile.gettempdir() == directory
+    try:
+        yield directory
+    finally:
+        if saved is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = saved
+        tempfile.tempdir = None
+        left = sorted(_describe(directory, name) for name in os.listdir(directory)
+                      if name not in FOREIGN_TEMPORARIES)
+        shutil.rmtree(directory, ignore_errors=True)
+    assert not left, f"the test run left {left} in its temp dir"
