@@ -3,18 +3,18 @@
 The stub is the contract mypy checks callers against; the .pyx is the truth:
 a change of a signature there changes it here.
 """
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import numpy
 import numpy.typing
 
 #: Output kind -> the C core's code for it (the one vocabulary; sprintiface.scores re-exports it).
-OUTPUT_KIND_CODES: Dict[str, int]
+OUTPUT_KIND_CODES: dict[str, int]
 
-def score_kernels() -> Tuple[str, ...]:
+def score_kernels() -> tuple[str, ...]:
     """Names of the score kernels this build has, widest first."""
 
-def available_score_kernels() -> Tuple[str, ...]:
+def available_score_kernels() -> tuple[str, ...]:
     """Names of the score kernels this build has and this CPU runs, widest first."""
 
 def best_score_kernel() -> str:
@@ -56,9 +56,9 @@ class FrameBuffer:
         """The -log scores of frame ``time``: a float32 (num_classes,) view."""
     def frames(self) -> numpy.typing.NDArray[numpy.float32]:
         """The buffered frames, a float32 (count, input_dim) view."""
-    def find_non_finite(self) -> Optional[Tuple[int, int]]:
+    def find_non_finite(self) -> Optional[tuple[int, int]]:
         """``(frame, feature index)`` of the first NaN or infinite feature value, or None."""
-    def open_window(self, frames: int) -> Tuple[int, int]:
+    def open_window(self, frames: int) -> tuple[int, int]:
         """Start scoring: ``(frames address, scores address)``."""
     def finish_window(self, kind: str, logit_bias: Optional[numpy.typing.NDArray[numpy.float32]] = None,
                       class_term: Optional[numpy.typing.NDArray[numpy.float32]] = None) -> int:

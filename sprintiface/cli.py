@@ -9,9 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
-from sprintiface.errors import FeatureError, SprintifaceError
+from sprintiface.errors import FeatureError, ModelError, SprintifaceError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import numpy
+
+    from sprintiface.engine import OnnxEngine
 
 
 class Progress:
@@ -49,7 +57,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _engine(model: str, output_kind: str):
+def _engine(model: str, output_kind: str) -> OnnxEngine:
     """The engine for ``model``, built as the scorer builds it (from a config)."""
     from sprintiface.config import load_config
     from sprintiface.engine import OnnxEngine
@@ -57,13 +65,21 @@ def _engine(model: str, output_kind: str):
     return OnnxEngine.from_config(load_config(None, onnx=model, output_kind=output_kind))
 
 
-def _check_model(args) -> int:
+def _classes(engine: OnnxEngine, model: str, given: Optional[int] = None) -> int:
+    """RASR's output dimension: ``given``, else the model's number of classes."""
+    classes = given or engine.output_dim
+    if classes is None:
+        raise ModelError(f"ONNX model {model!r}: its number of classes is unknown after a warm-up run; "
+                         f"give RASR's python-feature-scorer-output-dimension as --output-dim")
+    return classes
+
+
+def _check_model(args: argparse.Namespace) -> int:
     """Describe the model, then score a segment through the scorer's own calls: the
     command fails exactly when the scorer would."""
     import numpy
 
     import sprintiface
-    from sprintiface.errors import ModelError
     from sprintiface.rasr_calls import rasr_scorer_calls
 
     engine = _engine(args.model, args.output_kind)
@@ -84,8 +100,9 @@ def _check_model(args) -> int:
     if input_dim is None:
         raise ModelError(f"ONNX model {args.model!r}: its feature axis is dynamic "
                          f"({info.feature_input.describe()}); give RASR's feature-dimension as --input-dim")
-    engine.check_dims(input_dim, args.output_dim or engine.output_dim)
-    output_dim = args.output_dim or engine.output_dim
+    engine.bind_input_dim(input_dim)  # a dynamic feature axis is fixed here and the classes learnt
+    output_dim = _classes(engine, args.model, args.output_dim)
+    engine.check_dims(input_dim, output_dim)
     config = f"onnx:{args.model},log_level:warning"
     if args.output_kind != "auto":
         config += f",output_kind:{args.output_kind}"
@@ -109,7 +126,7 @@ def _check_model(args) -> int:
 CHECK_FRAMES = 37
 
 
-def _score(args) -> int:
+def _score(args: argparse.Namespace) -> int:
     import numpy
 
     import sprintiface
@@ -117,9 +134,9 @@ def _score(args) -> int:
     from sprintiface.feature_files import count_segments, read_segments
     from sprintiface.rasr_calls import rasr_scorer_calls
 
-    names: List[str] = []
+    names: list[str] = []
 
-    def segments():
+    def segments() -> Iterator[numpy.ndarray]:
         for name, frames in read_segments(args.features):
             names.append(name)
             yield frames
@@ -133,10 +150,11 @@ def _score(args) -> int:
                    f"prior_space:{args.prior_space or 'log'}")
     engine = _engine(args.model, args.output_kind)
     engine.bind_input_dim(first.shape[1])
-    engine.check_dims(first.shape[1], engine.output_dim)
+    output_dim = _classes(engine, args.model)
+    engine.check_dims(first.shape[1], output_dim)
     output = args.output or args.features.rsplit(".", 1)[0] + ".scores.npz"
     progress = Progress(count_segments(args.features), "scoring", args.progress or None)
-    calls = rasr_scorer_calls(sprintiface, config, segments(), first.shape[1], engine.output_dim)
+    calls = rasr_scorer_calls(sprintiface, config, segments(), first.shape[1], output_dim)
     if output.endswith(".npy"):
         results = [scores for _, scores in calls]
         if len(results) != 1:
@@ -157,7 +175,7 @@ def _score(args) -> int:
     return 0
 
 
-def _estimate_prior(args) -> int:
+def _estimate_prior(args: argparse.Namespace) -> int:
     import os
 
     from sprintiface.feature_files import count_segments, read_segments
@@ -177,7 +195,7 @@ def _estimate_prior(args) -> int:
     return 0
 
 
-def _info(args) -> int:
+def _info(args: argparse.Namespace) -> int:
     import os
     import platform
 
@@ -206,7 +224,7 @@ def _info(args) -> int:
     return 0
 
 
-def _prepare(args) -> int:
+def _prepare(args: argparse.Namespace) -> int:
     import os
 
     from sprintiface.prepare import prepare_model
@@ -224,8 +242,10 @@ def _prepare(args) -> int:
         print(f"  {path}: {os.path.getsize(path) / 2**20:.1f} MiB")
     if prepared.packed_for:
         target = prepared.packed_for
+        flags = target["cpu"]
+        cpu = " ".join(str(flag) for flag in flags) if isinstance(flags, (list, tuple)) else str(flags)
         print(f"  weights pre-packed for onnxruntime {target['onnxruntime']} on {target['machine']} "
-              f"({' '.join(target['cpu']) or 'no vector extensions'}); prepare once per CPU type")
+              f"({cpu or 'no vector extensions'}); prepare once per CPU type")
     report = prepared.quantization
     if report is not None:
         print(f"int8 against float32 on {report.frames} frames of {report.features}:")
@@ -238,7 +258,7 @@ def _prepare(args) -> int:
     return 0
 
 
-def _dummy_mixtures(args) -> int:
+def _dummy_mixtures(args: argparse.Namespace) -> int:
     from sprintiface.mixtures import write_dummy_mixtures
 
     write_dummy_mixtures(args.output, args.classes, args.dim)
@@ -247,7 +267,7 @@ def _dummy_mixtures(args) -> int:
     return 0
 
 
-def _config_table(args) -> int:
+def _config_table(args: argparse.Namespace) -> int:
     from sprintiface.config import options_table
 
     print(options_table(), end="")
@@ -257,6 +277,10 @@ def _config_table(args) -> int:
 #: Defaults of the options that only apply with another one: argparse keeps None, so that
 #: an option given where it does not apply can be told from one left out (and refused).
 DEMO_DEFAULTS = {"segments": 3, "frames": 500, "epochs": 4}
+
+
+#: What add_subparsers() returns (argparse's own class: it has no public name).
+_Commands = argparse._SubParsersAction  # the annotations below read _Commands[ArgumentParser]
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -269,8 +293,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
         return text + " (default: %(default)s)"
 
 
-def _command(commands: argparse._SubParsersAction, name: str, summary: str, description: str = "",
-             ) -> argparse.ArgumentParser:  # type: ignore[type-arg]  # argparse's private generic
+def _command(commands: _Commands[argparse.ArgumentParser], name: str, summary: str,
+             description: str = "") -> argparse.ArgumentParser:
     """A subcommand: ``summary`` is its line in ``sprintiface --help``, ``description`` the rest of its own."""
     text = f"{summary[0].upper()}{summary[1:]}." + (f"\n\n{description}" if description else "")
     # Each line of the description a paragraph of its own, wrapped (the raw formatter wraps none).
@@ -283,12 +307,12 @@ def _command(commands: argparse._SubParsersAction, name: str, summary: str, desc
 def _output_kind_option(parser: argparse.ArgumentParser) -> None:
     from sprintiface.scores import OUTPUT_KINDS
 
-    parser.add_argument("--output-kind", choices=("auto",) + OUTPUT_KINDS, default="auto",
+    parser.add_argument("--output-kind", choices=("auto", *OUTPUT_KINDS), default="auto",
                         help="what the model's output holds (config key output_kind); auto reads it from the "
                              "node that makes it")
 
 
-def _add_demo(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_demo(commands: _Commands[argparse.ArgumentParser]) -> None:
     demo = _command(commands, "demo", "replay RASR's calls on the model shipped in the package",
                     "Without options: the feature scorer's calls on synthetic segments, with the real-time "
                     "factor.\n--trainer: a RASR training run (segment list over 2 epochs) into the dump trainer.\n"
@@ -310,7 +334,7 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:  # type: ignore[typ
     demo.set_defaults(run=_demo, check=_check_demo)
 
 
-def _add_check_model(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_check_model(commands: _Commands[argparse.ArgumentParser]) -> None:
     check = _command(commands, "check-model", "what a model takes and gives, and the RASR settings it needs",
                      "Describes the model's inputs and outputs, then scores a segment of random frames through "
                      "the scorer's own calls: the command fails exactly where RASR's job would.")
@@ -326,7 +350,7 @@ def _add_check_model(commands: argparse._SubParsersAction) -> None:  # type: ign
     check.set_defaults(run=_check_model, check=_needs_prior)
 
 
-def _add_score(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_score(commands: _Commands[argparse.ArgumentParser]) -> None:
     score = _command(commands, "score", "score a feature file through RASR's call sequence",
                      "Each segment goes through the calls RASR's PythonFeatureScorer makes (init, add_feature "
                      "per frame, compute, get_scores per frame, reset); the -log scores are written one array "
@@ -349,7 +373,7 @@ def _add_score(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     score.set_defaults(run=_score, check=_needs_prior)
 
 
-def _add_estimate_prior(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_estimate_prior(commands: _Commands[argparse.ArgumentParser]) -> None:
     prior = _command(commands, "estimate-prior", "average posteriors over a feature set into a prior",
                      "log p(s) is the mean of the model's posteriors over every frame, streamed one segment "
                      "at a time; written in +log space.")
@@ -364,12 +388,12 @@ def _add_estimate_prior(commands: argparse._SubParsersAction) -> None:  # type: 
     prior.set_defaults(run=_estimate_prior)
 
 
-def _add_info(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_info(commands: _Commands[argparse.ArgumentParser]) -> None:
     info = _command(commands, "info", "versions, ONNX Runtime providers, threads, score kernel")
     info.set_defaults(run=_info)
 
 
-def _add_prepare(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_prepare(commands: _Commands[argparse.ArgumentParser]) -> None:
     prepare = _command(commands, "prepare", "prepare a model once: it then loads with onnxruntime alone and "
                                             "shares its weights",
                        "The prepared model records the scorer's plan (inputs, output, output kind) and, unless "
@@ -391,7 +415,7 @@ def _add_prepare(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     prepare.set_defaults(run=_prepare, check=_check_prepare)
 
 
-def _add_dummy_mixtures(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_dummy_mixtures(commands: _Commands[argparse.ArgumentParser]) -> None:
     mixtures = _command(commands, "dummy-mixtures", "write the mixture-set file RASR's acoustic model reads even "
                                                     "for a Python scorer",
                         "RASR opens acoustic-model.mixture-set.file before it builds any feature scorer; with "
@@ -403,7 +427,7 @@ def _add_dummy_mixtures(commands: argparse._SubParsersAction) -> None:  # type: 
     mixtures.set_defaults(run=_dummy_mixtures)
 
 
-def _add_config_table(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_config_table(commands: _Commands[argparse.ArgumentParser]) -> None:
     table = _command(commands, "config-table", "print the table of config keys (docs/configuration.md)")
     table.set_defaults(run=_config_table)
 
@@ -435,7 +459,7 @@ def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.Argument
 
 # -- options that need another option ---------------------------------------------------
 
-def _refuse_without(given: Dict[str, Any], needs: str, names: Sequence[str]) -> Optional[str]:
+def _refuse_without(given: dict[str, Any], needs: str, names: Sequence[str]) -> Optional[str]:
     """The message for options in ``names`` given (not None) without ``needs``, or None."""
     stray = [f"--{name.replace('_', '-')}" for name in names if given.get(name) is not None]
     return f"{', '.join(stray)} only with {needs}" if stray else None
@@ -459,7 +483,7 @@ def _check_prepare(args: argparse.Namespace) -> Optional[str]:
     return None if args.quantize else _refuse_without(vars(args), "--quantize", ("features",))
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     """Run the command line; returns the exit status.
 
     Usage errors (and an option given without the one it needs) exit with 2 as

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Tuple
+from typing import Any, Callable, Optional
+from collections.abc import Mapping
 
 from sprintiface._checks import checked_int
 from sprintiface.errors import ConfigError
@@ -24,13 +26,14 @@ from sprintiface.log import LEVELS, log_level_help
 from sprintiface.scores import OUTPUT_KINDS
 
 
-def _toml():
+def _toml() -> types.ModuleType:
     # Imported when a configfile is read, not by every RASR job that starts.
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on Python < 3.11 only
         import tomli as tomllib
-    return tomllib
+    module: types.ModuleType = tomllib
+    return module
 
 
 def _to_str(value: Any) -> str:
@@ -106,7 +109,7 @@ class Option:
     default: Any
     convert: Callable[[Any], Any]
     help: str
-    choices: Optional[Tuple[str, ...]] = None
+    choices: Optional[tuple[str, ...]] = None
     minimum: Optional[float] = None
     is_path: bool = False
 
@@ -130,12 +133,12 @@ class Option:
         return result
 
 
-def _options(*options: Option) -> Dict[str, Option]:
+def _options(*options: Option) -> dict[str, Option]:
     return {option.name: option for option in options}
 
 
 #: Every key sprintiface reads, in the order the docs list them.
-OPTIONS: Dict[str, Option] = _options(
+OPTIONS: dict[str, Option] = _options(
     # -- what to do
     Option("action", None, _to_str, "What RASR runs: forward (scoring, forwarding), train, or nop "
            "(accept every call, do nothing). Absent means forward for the feature scorer; the trainer "
@@ -160,7 +163,7 @@ OPTIONS: Dict[str, Option] = _options(
     Option("output_kind", "auto", _to_str, "What the output holds: probs (softmax posteriors), "
            "log_probs, logits (log-softmax is applied) or scores (-log space, used as is). auto reads "
            "it from the node that makes the output (Softmax, LogSoftmax) and asks otherwise.",
-           choices=("auto",) + OUTPUT_KINDS),
+           choices=("auto", *OUTPUT_KINDS)),
     Option("intra_op_threads", 1, _to_int, "ONNX Runtime threads inside one operator; 0 means "
            "ONNX Runtime's default (all cores). Keep 1 when one RASR process runs per core.", minimum=0),
     Option("inter_op_threads", 1, _to_int, "ONNX Runtime threads running independent operators at "
@@ -231,13 +234,13 @@ OPTIONS: Dict[str, Option] = _options(
 )
 
 
-def split_config_string(text: Optional[str]) -> Dict[str, str]:
+def split_config_string(text: Optional[str]) -> dict[str, str]:
     """``"a:1,b:x:y,,c:"`` -> ``{"a": "1", "b": "x:y", "c": ""}``.
 
     Items are split at their first ``:``; empty items are ignored. An item
     without ``:`` or a key given twice is a ConfigError.
     """
-    items: Dict[str, str] = {}
+    items: dict[str, str] = {}
     if text is not None and not isinstance(text, str):
         raise ConfigError(f"config: expected RASR's pymod-config string, got {type(text).__name__} {text!r}")
     if not text:
@@ -255,14 +258,14 @@ def split_config_string(text: Optional[str]) -> Dict[str, str]:
     return items
 
 
-def read_config_file(path: str) -> Dict[str, Any]:
+def read_config_file(path: str) -> dict[str, Any]:
     """Top-level keys of the TOML file at ``path``; relative paths among them are taken
     relative to the file's directory."""
     tomllib = _toml()
     try:
         with open(path, "rb") as file:
             text = file.read()
-        values = tomllib.loads(text.decode("utf-8"))
+        values: dict[str, Any] = tomllib.loads(text.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config key 'configfile': no such file {path!r} "
                           f"(working directory {os.getcwd()!r})") from None
@@ -334,7 +337,7 @@ class Config:
     partition_epoch: int
     num_epochs: int
     start_epoch: Optional[int]
-    given: FrozenSet[str] = field(default=frozenset(), repr=False, compare=False)
+    given: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __getitem__(self, key: str) -> Any:
@@ -369,7 +372,7 @@ def load_config(text: Optional[str], **overrides: Any) -> Config:
     what is allowed.
     """
     raw = split_config_string(text)
-    given: Dict[str, Tuple[Any, str]] = {}
+    given: dict[str, tuple[Any, str]] = {}
     configfile = overrides.get("configfile") or raw.get("configfile")
     if configfile:
         for key, value in read_config_file(configfile).items():
@@ -392,7 +395,7 @@ def load_config(text: Optional[str], **overrides: Any) -> Config:
 
 def require_file(config: Config, key: str) -> str:
     """The path under ``key``, which must name an existing file."""
-    path = config[key]
+    path: Optional[str] = config[key]
     if not path:
         raise ConfigError(f"config key {key!r} is required here")
     if os.path.isdir(path):
@@ -429,7 +432,7 @@ def options_table() -> str:
     """Every key of ``OPTIONS`` as a Markdown table (docs/configuration.md is this text)."""
     lines = ["| key | default | meaning |", "| --- | --- | --- |"]
     for option in OPTIONS.values():
-        default = "–" if option.default is None else f"`{option.default}`"
+        default = "\N{EN DASH}" if option.default is None else f"`{option.default}`"
         text = option.help
         if option.choices:
             text += f" Allowed: {', '.join(f'`{c}`' for c in option.choices)}."

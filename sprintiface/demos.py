@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import shutil
 import time
-from typing import Any, Dict, Optional, TextIO
+from collections.abc import Sequence
+from typing import Any, Optional, TextIO
 
 import numpy
+import numpy.typing
 
 from sprintiface import hdf_layout
 from sprintiface.rasr_calls import rasr_scorer_calls
 
 
 def run_scorer_demo(num_segments: int = 3, num_frames: int = 500, seed: int = 0,
-                    config: Optional[str] = None, out: Optional[TextIO] = None) -> Dict[str, Any]:
+                    config: Optional[str] = None, out: Optional[TextIO] = None) -> dict[str, Any]:
     """Score ``num_segments`` synthetic segments with the shipped demo model through the RASR
     protocol; print a summary and the real-time factor (100 frames per second of audio)."""
     import sys
@@ -35,7 +37,7 @@ def run_scorer_demo(num_segments: int = 3, num_frames: int = 500, seed: int = 0,
     print(f"model {DEMO_MODEL} ({DEMO_INPUT_DIM} features -> {DEMO_OUTPUT_DIM} classes), "
           f"{num_segments} segments x {num_frames} frames", file=out)
     started = time.perf_counter()
-    summary: Dict[str, Any] = {"frames": 0, "best_class_counts": numpy.zeros(DEMO_OUTPUT_DIM, dtype=numpy.int64)}
+    summary: dict[str, Any] = {"frames": 0, "best_class_counts": numpy.zeros(DEMO_OUTPUT_DIM, dtype=numpy.int64)}
     for index, scores in rasr_scorer_calls(sprintiface, config, segments, DEMO_INPUT_DIM, DEMO_OUTPUT_DIM):
         probabilities = numpy.exp(-scores.astype(numpy.float64)).sum(axis=1)
         best = scores.argmin(axis=1)
@@ -53,7 +55,7 @@ def run_scorer_demo(num_segments: int = 3, num_frames: int = 500, seed: int = 0,
 
 
 def run_training_demo(num_segments: int = 6, seed: int = 0, dump_file: Optional[str] = None,
-                      out: Optional[TextIO] = None) -> Dict[str, Any]:
+                      out: Optional[TextIO] = None) -> dict[str, Any]:
     """Replay a RASR training run: getSegmentList over 2 epochs (random order), then
     init and feedInputAndTargetAlignment per segment as RASR calls them (Fortran
     float32 features, uint32 alignments), into the dump trainer; prints what was written.
@@ -79,8 +81,8 @@ def run_training_demo(num_segments: int = 6, seed: int = 0, dump_file: Optional[
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def _replay_training(lengths: Dict[str, int], dump_file: str, seed: int, rng: numpy.random.Generator,
-                     out: TextIO) -> Dict[str, Any]:
+def _replay_training(lengths: dict[str, int], dump_file: str, seed: int, rng: numpy.random.Generator,
+                     out: TextIO) -> dict[str, Any]:
     import sprintiface
     from sprintiface.models import DEMO_INPUT_DIM, DEMO_OUTPUT_DIM
 
@@ -105,7 +107,7 @@ def _replay_training(lengths: Dict[str, int], dump_file: str, seed: int, rng: nu
                                                 segmentName=name)
         fed += 1
     sprintiface.exit()
-    summary: Dict[str, Any] = {"segments_fed": fed, "dump_file": dump_file}
+    summary: dict[str, Any] = {"segments_fed": fed, "dump_file": dump_file}
     try:
         import h5py
     except ImportError:
@@ -148,7 +150,8 @@ def get_model(epoch):
 '''
 
 
-def synthetic_segment(name: str, input_dim: int, classes: int, seed: int = 0, frames=(40, 120)):
+def synthetic_segment(name: str, input_dim: int, classes: int, seed: int = 0, frames: tuple[int, int] = (40, 120),
+                      ) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.uint32]]:
     """A segment of a learnable task: ``(features float32 (T, input_dim), labels uint32 (T,))``,
     labels the best class of a fixed random linear map of each frame (fixed by ``seed``);
     a pure function of ``name`` and ``seed``."""
@@ -160,7 +163,8 @@ def synthetic_segment(name: str, input_dim: int, classes: int, seed: int = 0, fr
     return features, (features @ task).argmax(axis=1).astype(numpy.uint32)
 
 
-def frame_error_rate(model_config: str, segments, input_dim: int, classes: int) -> float:
+def frame_error_rate(model_config: str, segments: Sequence[tuple[numpy.ndarray, numpy.ndarray]], input_dim: int,
+                     classes: int) -> float:
     """Frames whose best score is not the label, scoring ``segments`` ((features, labels) pairs)
     through RASR's feature-scorer calls on the model ``model_config`` names."""
     import sprintiface
@@ -175,11 +179,12 @@ def frame_error_rate(model_config: str, segments, input_dim: int, classes: int) 
 
 
 def run_torch_training_demo(directory: Optional[str] = None, num_epochs: int = 4, num_segments: int = 32,
-                            seed: int = 0, out: Optional[TextIO] = None) -> Dict[str, Any]:
+                            seed: int = 0, out: Optional[TextIO] = None) -> dict[str, Any]:
     """Train a PyTorch model through RASR's call sequence, then recognise with its exports.
 
     Writes the model file (:data:`TORCH_DEMO_MODEL_FILE`) into ``directory`` (by
-    default a new temporary one, removed before the function returns), replays RASR's nn-trainer with python-segment-order:
+    default a new temporary one, removed before the function returns), replays RASR's nn-trainer
+    with python-segment-order:
     getSegmentList over ``num_epochs`` epochs, init with the first segment,
     feedInputAndTargetAlignment per segment (Fortran float32 features, uint32
     alignments), exit; ``trainer:torch`` writes ``am.NNN.pt`` / ``am.NNN.onnx`` per
@@ -193,7 +198,7 @@ def run_torch_training_demo(directory: Optional[str] = None, num_epochs: int = 4
     from sprintiface.errors import ConfigError
 
     try:
-        import torch  # noqa: F401
+        import torch  # noqa: F401 - imported only to say early that PyTorch is missing
     except ImportError:
         raise ConfigError("demo --train needs PyTorch: pip install 'sprintiface[torch]'") from None
     out = out or sys.stdout
@@ -208,7 +213,7 @@ def run_torch_training_demo(directory: Optional[str] = None, num_epochs: int = 4
 
 
 def _train_and_recognise(directory: str, num_epochs: int, num_segments: int, seed: int,
-                         out: TextIO) -> Dict[str, Any]:
+                         out: TextIO) -> dict[str, Any]:
     import os
 
     import sprintiface

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator, Tuple
+from collections.abc import Iterator
 
 import numpy
 
@@ -37,7 +37,7 @@ def count_segments(path: str) -> int:
         return int(file[hdf_layout.SEQ_LENGTHS].shape[0])
 
 
-def read_segments(path: str) -> Iterator[Tuple[str, numpy.ndarray]]:
+def read_segments(path: str) -> Iterator[tuple[str, numpy.ndarray]]:
     """Yield ``(segment name, float32 (T, F) frames)`` one segment at a time."""
     if not os.path.isfile(path):
         raise FeatureError(f"feature file {path!r} does not exist")

@@ -13,7 +13,7 @@ docs/configuration.md) is made from the same constants.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Dict
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sprintiface.config import Config
@@ -30,15 +30,15 @@ TRAINER_SEGMENT_LEVEL = logging.INFO
 
 def _per_segment(level: int) -> str:
     parts = []
-    if SCORER_SEGMENT_LEVEL >= level:
+    if level <= SCORER_SEGMENT_LEVEL:
         parts.append("a line per buffer from the feature scorer")
-    if TRAINER_SEGMENT_LEVEL >= level:
+    if level <= TRAINER_SEGMENT_LEVEL:
         parts.append("a line per segment from the trainer")
     return " and ".join(parts)
 
 
 #: The values of ``log_level`` and what each shows.
-LEVELS: Dict[str, str] = {
+LEVELS: dict[str, str] = {
     "debug": "everything, " + _per_segment(logging.DEBUG),
     "info": "the scorer's start and summary (frames, compute time, RTF), the trainer's epochs"
             + (", " + _per_segment(logging.INFO) if _per_segment(logging.INFO) else ""),

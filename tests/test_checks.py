@@ -23,7 +23,7 @@ def test_checked_int_takes_numpy_integers_and_checks_the_bound():
 def test_config_ints_from_toml_are_never_bools(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("intra_op_threads = true\n")
-    with pytest.raises(ConfigError, match="'intra_op_threads'.*to be an int, got bool True"):
+    with pytest.raises(ConfigError, match=r"'intra_op_threads'.*to be an int, got bool True"):
         load_config(f"configfile:{path}")
 
 

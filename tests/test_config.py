@@ -9,7 +9,7 @@ def test_split_at_first_colon_and_skip_empty_items():
     assert split_config_string("a:1,,b:x:y,c:") == {"a": "1", "b": "x:y", "c": ""}
     assert split_config_string("") == {}
     assert split_config_string(None) == {}
-    with pytest.raises(ConfigError, match="item 'oops'.*expected key:value"):
+    with pytest.raises(ConfigError, match=r"item 'oops'.*expected key:value"):
         split_config_string("a:1,oops")
     with pytest.raises(ConfigError, match="'a' is given twice"):
         split_config_string("a:1,a:2")
@@ -41,7 +41,7 @@ def test_toml_configfile_and_string_wins(tmp_path):
     path.write_text("this is = = not toml")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_config(f"configfile:{path}")
-    with pytest.raises(ConfigError, match="configfile.*no such file"):
+    with pytest.raises(ConfigError, match=r"configfile.*no such file"):
         load_config(f"configfile:{tmp_path / 'missing.toml'}")
 
 
