@@ -58,9 +58,8 @@ class Block:
 
 
 def doc_files():
-    names = ["README.md"] + sorted(f"docs/{name}" for name in os.listdir(os.path.join(ROOT, "docs"))
-                                   if name.endswith(".md"))
-    return names
+    pages = sorted(f"docs/{name}" for name in os.listdir(os.path.join(ROOT, "docs")) if name.endswith(".md"))
+    return ["README.md", *pages]
 
 
 def blocks(name):
