@@ -3,6 +3,7 @@
 The model builders and the C call driver live in tools/ (not in the package).
 """
 import contextlib
+import fnmatch
 import os
 import shutil
 import sys
@@ -125,11 +126,17 @@ def _describe(directory, name):
         return f"{name} ({os.path.getsize(path)} bytes, starting {file.read(32)!r})"
 
 
-#: What others leave in the temp dir, each with the reason it is not ours to remove.
-FOREIGN_TEMPORARIES = {
+#: What others leave in the temp dir (fnmatch patterns), each with the reason it is not ours to remove.
+FOREIGN_TEMPORARIES = (
     # ONNX Runtime (1.2x-1.3x) keeps one small session-id file, $TMPDIR/.ses, reused by later runs.
     ".ses",
-}
+    # PyTorch's compile cache ($TMPDIR/torchinductor_<user>), made by torch.export / dynamo (pytest -m torch).
+    "torchinductor_*",
+)
+
+
+def _foreign(name):
+    return any(fnmatch.fnmatch(name, pattern) for pattern in FOREIGN_TEMPORARIES)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -156,6 +163,6 @@ def system_temp_dir(tmp_path_factory):
             os.environ["TMPDIR"] = saved
         tempfile.tempdir = None
         left = sorted(_describe(directory, name) for name in os.listdir(directory)
-                      if name not in FOREIGN_TEMPORARIES)
+                      if not _foreign(name))
         shutil.rmtree(directory, ignore_errors=True)
     assert not left, f"the test run left {left} in its temp dir"
