@@ -132,6 +132,9 @@ FOREIGN_TEMPORARIES = (
     ".ses",
     # PyTorch's compile cache ($TMPDIR/torchinductor_<user>), made by torch.export / dynamo (pytest -m torch).
     "torchinductor_*",
+    # The tmp_path folders of a pytest run in a child (tools/asan/run_asan.py runs the suite on
+    # its build): pytest keeps them, as it keeps ours; removed with this folder.
+    "pytest-of-*",
 )
 
 
