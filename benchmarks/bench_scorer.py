@@ -8,11 +8,11 @@ import tempfile
 
 import numpy
 
-from . import common  # noqa: I001 - puts tools/ on sys.path
+from . import common
 
-from rasr_driver import drive_add_feature, drive_get_scores  # noqa: E402
+from rasr_driver import drive_add_feature, drive_get_scores
 
-from sprintiface._buffer import available_score_kernels  # noqa: E402
+from sprintiface._buffer import available_score_kernels
 
 PROCESSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "processes.py")
 
@@ -49,7 +49,7 @@ class Compute:
     """compute() over one buffer, with each score kernel, vs a bare InferenceSession.run on
     the same input (``bare-onnxruntime``)."""
 
-    params = (["mlp", "blstm"], [100, 1000, 6000], list(available_score_kernels()) + ["bare-onnxruntime"])
+    params = (["mlp", "blstm"], [100, 1000, 6000], [*available_score_kernels(), "bare-onnxruntime"])
     param_names = ["model", "frames", "implementation"]
     timeout = 600
 

@@ -12,7 +12,7 @@ class TorchTrainingEpoch:
 
     def setup(self):
         try:
-            import torch  # noqa: F401
+            import torch  # noqa: F401 - only whether it is installed
         except ImportError:
             raise NotImplementedError("PyTorch is not installed (pip install 'sprintiface[torch]')") from None
         from sprintiface.training.protocol import BUILT_IN

@@ -18,7 +18,8 @@ class SegmentList:
             raise NotImplementedError("sprintiface.getSegmentList is not there yet")
         self.names = [f"corpus/recording-{i // 10}/{i % 10}" for i in range(100_000)]
         rng = numpy.random.default_rng(0)
-        self.info = {name: {"nframes": int(n), "time": n / 100} for name, n in zip(self.names, rng.integers(100, 2000, len(self.names)))}
+        lengths = rng.integers(100, 2000, len(self.names))
+        self.info = {name: {"nframes": int(n), "time": n / 100} for name, n in zip(self.names, lengths)}
 
     def time_one_epoch(self, ordering):
         for _ in sprintiface.getSegmentList(corpusName="corpus", segmentList=self.names, segmentsInfo=self.info,

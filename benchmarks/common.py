@@ -12,8 +12,8 @@ TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if TOOLS not in sys.path:
     sys.path.insert(0, TOOLS)
 
-import sprintiface  # noqa: E402
-from onnx_models import build_blstm, build_mlp, save_model  # noqa: E402
+import sprintiface  # noqa: E402 - after tools/ is put on sys.path
+from onnx_models import build_blstm, build_mlp, save_model  # noqa: E402 - after tools/ is put on sys.path
 
 INPUT_DIM = 40
 CLASSES = 9001

@@ -78,7 +78,7 @@ def main():
     which, model, frames = sys.argv[1], sys.argv[2], int(sys.argv[3])
     hold = sys.argv[sys.argv.index("--hold") + 1] if "--hold" in sys.argv else None
     extra = sys.argv[sys.argv.index("--config") + 1] if "--config" in sys.argv else ""
-    alive = bare(model, frames) if which == "bare" else ours(model, frames, extra)  # noqa: F841
+    alive = bare(model, frames) if which == "bare" else ours(model, frames, extra)  # noqa: F841 - held so the model stays loaded while memory is read
     print(json.dumps(_status()), flush=True)
     if hold:  # all N loaded: report again, now that every sharer is there
         while not os.path.exists(hold):

@@ -24,12 +24,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy  # noqa: E402
+import numpy
 
-import common  # noqa: E402
-from rasr_driver import drive_add_feature, drive_get_scores, drive_reset  # noqa: E402
+import common
+from rasr_driver import drive_add_feature, drive_get_scores, drive_reset
 
-from sprintiface._buffer import available_score_kernels, best_score_kernel  # noqa: E402
+from sprintiface._buffer import available_score_kernels, best_score_kernel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNEL = best_score_kernel()
@@ -333,7 +333,7 @@ def torch_training(repeats, quick):
     """trainer:torch through RASR's calls vs a plain PyTorch loop (benchmarks/torch_training.py);
     no rows without PyTorch."""
     try:
-        import torch  # noqa: F401
+        import torch  # noqa: F401 - only whether it is installed
     except ImportError:
         print("(trainer:torch rows skipped: PyTorch is not installed; pip install 'sprintiface[torch]')")
         return []

@@ -1,15 +1,25 @@
 """Command line: ``python -m sprintiface <command>`` (also the ``sprintiface`` script).
 
 Commands: demo, check-model, prepare, score, estimate-prior, dummy-mixtures, info, config-table.
-Errors of sprintiface's kinds print one line and exit with code 2.
+Errors print one line, `sprintiface: error: ...` (see main()); `sprintiface COMMAND --help` is each
+command's reference.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+import textwrap
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
-from sprintiface.errors import FeatureError, SprintifaceError
+from sprintiface.errors import FeatureError, ModelError, SprintifaceError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import numpy
+
+    from sprintiface.engine import OnnxEngine
 
 
 class Progress:
@@ -29,23 +39,25 @@ class Progress:
             sys.stderr.flush()
 
 
-def _demo(args) -> int:
+def _demo(args: argparse.Namespace) -> int:
     if args.train:
         from sprintiface.demos import run_torch_training_demo
 
-        run_torch_training_demo(directory=args.directory, num_epochs=args.epochs, seed=args.seed)
+        run_torch_training_demo(directory=args.directory, num_epochs=args.epochs or DEMO_DEFAULTS["epochs"],
+                                seed=args.seed)
     elif args.trainer:
         from sprintiface.demos import run_training_demo
 
-        run_training_demo()
+        run_training_demo(seed=args.seed)
     else:
         from sprintiface.demos import run_scorer_demo
 
-        run_scorer_demo(num_segments=args.segments, num_frames=args.frames, seed=args.seed)
+        run_scorer_demo(num_segments=DEMO_DEFAULTS["segments"] if args.segments is None else args.segments,
+                        num_frames=DEMO_DEFAULTS["frames"] if args.frames is None else args.frames, seed=args.seed)
     return 0
 
 
-def _engine(model: str, output_kind: str):
+def _engine(model: str, output_kind: str) -> OnnxEngine:
     """The engine for ``model``, built as the scorer builds it (from a config)."""
     from sprintiface.config import load_config
     from sprintiface.engine import OnnxEngine
@@ -53,13 +65,21 @@ def _engine(model: str, output_kind: str):
     return OnnxEngine.from_config(load_config(None, onnx=model, output_kind=output_kind))
 
 
-def _check_model(args) -> int:
+def _classes(engine: OnnxEngine, model: str, given: Optional[int] = None) -> int:
+    """RASR's output dimension: ``given``, else the model's number of classes."""
+    classes = given or engine.output_dim
+    if classes is None:
+        raise ModelError(f"ONNX model {model!r}: its number of classes is unknown after a warm-up run; "
+                         f"give RASR's python-feature-scorer-output-dimension as --output-dim")
+    return classes
+
+
+def _check_model(args: argparse.Namespace) -> int:
     """Describe the model, then score a segment through the scorer's own calls: the
     command fails exactly when the scorer would."""
     import numpy
 
     import sprintiface
-    from sprintiface.errors import ModelError
     from sprintiface.rasr_calls import rasr_scorer_calls
 
     engine = _engine(args.model, args.output_kind)
@@ -80,8 +100,9 @@ def _check_model(args) -> int:
     if input_dim is None:
         raise ModelError(f"ONNX model {args.model!r}: its feature axis is dynamic "
                          f"({info.feature_input.describe()}); give RASR's feature-dimension as --input-dim")
-    engine.check_dims(input_dim, args.output_dim or engine.output_dim)
-    output_dim = args.output_dim or engine.output_dim
+    engine.bind_input_dim(input_dim)  # a dynamic feature axis is fixed here and the classes learnt
+    output_dim = _classes(engine, args.model, args.output_dim)
+    engine.check_dims(input_dim, output_dim)
     config = f"onnx:{args.model},log_level:warning"
     if args.output_kind != "auto":
         config += f",output_kind:{args.output_kind}"
@@ -105,7 +126,7 @@ def _check_model(args) -> int:
 CHECK_FRAMES = 37
 
 
-def _score(args) -> int:
+def _score(args: argparse.Namespace) -> int:
     import numpy
 
     import sprintiface
@@ -113,9 +134,9 @@ def _score(args) -> int:
     from sprintiface.feature_files import count_segments, read_segments
     from sprintiface.rasr_calls import rasr_scorer_calls
 
-    names: List[str] = []
+    names: list[str] = []
 
-    def segments():
+    def segments() -> Iterator[numpy.ndarray]:
         for name, frames in read_segments(args.features):
             names.append(name)
             yield frames
@@ -125,13 +146,15 @@ def _score(args) -> int:
         raise FeatureError(f"feature file {args.features!r} holds no segments")
     config = f"onnx:{args.model},log_level:warning,buffer_size:{args.buffer_size},output_kind:{args.output_kind}"
     if args.prior:
-        config += f",prior_file:{args.prior},prior_scale:{args.prior_scale},prior_space:{args.prior_space}"
+        config += (f",prior_file:{args.prior},prior_scale:{1.0 if args.prior_scale is None else args.prior_scale},"
+                   f"prior_space:{args.prior_space or 'log'}")
     engine = _engine(args.model, args.output_kind)
     engine.bind_input_dim(first.shape[1])
-    engine.check_dims(first.shape[1], engine.output_dim)
+    output_dim = _classes(engine, args.model)
+    engine.check_dims(first.shape[1], output_dim)
     output = args.output or args.features.rsplit(".", 1)[0] + ".scores.npz"
     progress = Progress(count_segments(args.features), "scoring", args.progress or None)
-    calls = rasr_scorer_calls(sprintiface, config, segments(), first.shape[1], engine.output_dim)
+    calls = rasr_scorer_calls(sprintiface, config, segments(), first.shape[1], output_dim)
     if output.endswith(".npy"):
         results = [scores for _, scores in calls]
         if len(results) != 1:
@@ -152,7 +175,7 @@ def _score(args) -> int:
     return 0
 
 
-def _estimate_prior(args) -> int:
+def _estimate_prior(args: argparse.Namespace) -> int:
     import os
 
     from sprintiface.feature_files import count_segments, read_segments
@@ -172,7 +195,7 @@ def _estimate_prior(args) -> int:
     return 0
 
 
-def _info(args) -> int:
+def _info(args: argparse.Namespace) -> int:
     import os
     import platform
 
@@ -201,7 +224,7 @@ def _info(args) -> int:
     return 0
 
 
-def _prepare(args) -> int:
+def _prepare(args: argparse.Namespace) -> int:
     from sprintiface.prepare import prepare_model
 
     prepared = prepare_model(args.model, args.output, plain=args.plain, quantize=args.quantize,
@@ -218,8 +241,10 @@ def _prepare(args) -> int:
         print(f"  {path}: {prepared.sizes[path] / 2**20:.1f} MiB")
     if prepared.packed_for:
         target = prepared.packed_for
+        flags = target["cpu"]
+        cpu = " ".join(str(flag) for flag in flags) if isinstance(flags, (list, tuple)) else str(flags)
         print(f"  weights pre-packed for onnxruntime {target['onnxruntime']} on {target['machine']} "
-              f"({' '.join(target['cpu']) or 'no vector extensions'}); prepare once per CPU type")
+              f"({cpu or 'no vector extensions'}); prepare once per CPU type")
     report = prepared.quantization
     if report is not None:
         print(f"int8 against float32 on {report.frames} frames of {report.features}:")
@@ -232,7 +257,7 @@ def _prepare(args) -> int:
     return 0
 
 
-def _dummy_mixtures(args) -> int:
+def _dummy_mixtures(args: argparse.Namespace) -> int:
     from sprintiface.mixtures import write_dummy_mixtures
 
     write_dummy_mixtures(args.output, args.classes, args.dim)
@@ -241,100 +266,253 @@ def _dummy_mixtures(args) -> int:
     return 0
 
 
-def _config_table(args) -> int:
+def _config_table(args: argparse.Namespace) -> int:
     from sprintiface.config import options_table
 
     print(options_table(), end="")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sprintiface", description="sprintiface: RASR's Python module on ONNX Runtime")
-    commands = parser.add_subparsers(dest="command", required=True)
+#: Defaults of the options that only apply with another one: argparse keeps None, so that
+#: an option given where it does not apply can be told from one left out (and refused).
+DEMO_DEFAULTS = {"segments": 3, "frames": 500, "epochs": 4}
 
-    demo = commands.add_parser("demo", help="replay RASR's scorer protocol on the shipped model "
-                                             "(--train: train with trainer:torch and recognise)")
-    demo.add_argument("--segments", type=int, default=3, help="segments to score (default 3)")
-    demo.add_argument("--frames", type=int, default=500, help="frames per segment (default 500)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic features")
-    demo.add_argument("--trainer", action="store_true",
-                      help="replay a RASR training run (segment list over 2 epochs, dump trainer) instead")
-    demo.add_argument("--train", action="store_true",
-                      help="train a PyTorch model through RASR's trainer calls (trainer:torch), then score held-out "
-                           "data with every epoch's ONNX export through the scorer (needs sprintiface[torch])")
-    demo.add_argument("--epochs", type=int, default=4, help="epochs of --train (default 4)")
-    demo.add_argument("--directory", help="where --train writes its model file, checkpoints and exports "
-                                          "(default: a new temporary folder)")
-    demo.set_defaults(run=_demo)
 
+#: What add_subparsers() returns (argparse's own class: it has no public name).
+_Commands = argparse._SubParsersAction  # the annotations below read _Commands[ArgumentParser]
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Options with their defaults (an option without a default shows none); descriptions as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in text or "default:" in text:
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _command(commands: _Commands[argparse.ArgumentParser], name: str, summary: str,
+             description: str = "") -> argparse.ArgumentParser:
+    """A subcommand: ``summary`` is its line in ``sprintiface --help``, ``description`` the rest of its own."""
+    text = f"{summary[0].upper()}{summary[1:]}." + (f"\n\n{description}" if description else "")
+    # Each line of the description a paragraph of its own, wrapped (the raw formatter wraps none).
+    wrapped = "\n".join(textwrap.fill(line, 79) if line else "" for line in text.splitlines())
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=summary, description=wrapped,
+                                                          formatter_class=_HelpFormatter)
+    return parser
+
+
+def _output_kind_option(parser: argparse.ArgumentParser) -> None:
     from sprintiface.scores import OUTPUT_KINDS
 
-    kinds = ("auto",) + OUTPUT_KINDS
-    check = commands.add_parser("check-model", help="what a model takes and gives, and the RASR settings it needs")
-    check.add_argument("model")
-    check.add_argument("--input-dim", type=int, help="RASR's feature-dimension, checked against the model")
-    check.add_argument("--output-dim", type=int, help="RASR's output dimension, checked against the model")
+    parser.add_argument("--output-kind", choices=("auto", *OUTPUT_KINDS), default="auto",
+                        help="what the model's output holds (config key output_kind); auto reads it from the "
+                             "node that makes it")
+
+
+def _add_demo(commands: _Commands[argparse.ArgumentParser]) -> None:
+    demo = _command(commands, "demo", "replay RASR's calls on the model shipped in the package",
+                    "Without options: the feature scorer's calls on synthetic segments, with the real-time "
+                    "factor.\n--trainer: a RASR training run (segment list over 2 epochs) into the dump trainer.\n"
+                    "--train: train a PyTorch model through RASR's trainer calls (trainer:torch), then score "
+                    "held-out data with every epoch's ONNX export (needs sprintiface[torch]).")
+    mode = demo.add_mutually_exclusive_group()
+    mode.add_argument("--trainer", action="store_true", help="replay a RASR training run into the dump trainer")
+    mode.add_argument("--train", action="store_true", help="train with trainer:torch, then recognise")
+    demo.add_argument("--segments", type=int, help=f"segments to score (default: {DEMO_DEFAULTS['segments']}; "
+                                                   f"the scorer demo only)")
+    demo.add_argument("--frames", type=int, help=f"frames per segment (default: {DEMO_DEFAULTS['frames']}; the "
+                                                 f"scorer demo only)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
+    demo.add_argument("--epochs", type=int, help=f"epochs to train (default: {DEMO_DEFAULTS['epochs']}; with "
+                                                 f"--train only)")
+    demo.add_argument("--directory", help="where --train writes its model file, checkpoints and exports, and "
+                                          "keeps them (default: a temporary folder, removed at the end; with "
+                                          "--train only)")
+    demo.set_defaults(run=_demo, check=_check_demo)
+
+
+def _add_check_model(commands: _Commands[argparse.ArgumentParser]) -> None:
+    check = _command(commands, "check-model", "what a model takes and gives, and the RASR settings it needs",
+                     "Describes the model's inputs and outputs, then scores a segment of random frames through "
+                     "the scorer's own calls: the command fails exactly where RASR's job would.")
+    check.add_argument("model", help="the ONNX model (plain or prepared)")
+    check.add_argument("--input-dim", type=int, help="RASR's feature-dimension, checked against the model "
+                                                     "(default: the model's, when it is fixed)")
+    check.add_argument("--output-dim", type=int, help="RASR's python-feature-scorer-output-dimension, checked "
+                                                      "against the model (default: the model's)")
     check.add_argument("--prior", help="prior file, checked for the model's number of classes")
-    check.add_argument("--prior-space", choices=("log", "prob"), default="log")
-    check.add_argument("--output-kind", choices=kinds, default="auto")
-    check.set_defaults(run=_check_model)
+    check.add_argument("--prior-space", choices=("log", "prob"), help="what --prior holds: log p(s) or p(s) "
+                                                                      "(default: log; with --prior only)")
+    _output_kind_option(check)
+    check.set_defaults(run=_check_model, check=_needs_prior)
 
-    score = commands.add_parser("score", help="score a feature file through RASR's call sequence")
-    score.add_argument("model")
+
+def _add_score(commands: _Commands[argparse.ArgumentParser]) -> None:
+    score = _command(commands, "score", "score a feature file through RASR's call sequence",
+                     "Each segment goes through the calls RASR's PythonFeatureScorer makes (init, add_feature "
+                     "per frame, compute, get_scores per frame, reset); the -log scores are written one array "
+                     "per segment.")
+    score.add_argument("model", help="the ONNX model (plain or prepared)")
     score.add_argument("features", help=".npy (T, F), .npz (one array per segment) or RETURNN-layout HDF5")
-    score.add_argument("-o", "--output", help=".npz (default: <features>.scores.npz) or .npy for one segment")
-    score.add_argument("--prior")
-    score.add_argument("--prior-scale", type=float, default=1.0)
-    score.add_argument("--prior-space", choices=("log", "prob"), default="log")
-    score.add_argument("--buffer-size", type=int, default=-1, help="chunked mode as in RASR (default -1: whole)")
-    score.add_argument("--output-kind", choices=kinds, default="auto")
-    score.add_argument("--progress", action="store_true", help="progress bar even when stderr is no terminal")
-    score.set_defaults(run=_score)
+    score.add_argument("-o", "--output", help=".npz (one array per segment, named as in the features) or .npy for "
+                                              "one segment (default: <features>.scores.npz)")
+    score.add_argument("--prior", help="prior file (config key prior_file)")
+    score.add_argument("--prior-scale", type=float, help="scale of the prior (default: 1.0; with --prior only)")
+    score.add_argument("--prior-space", choices=("log", "prob"), help="what --prior holds: log p(s) or p(s) "
+                                                                      "(default: log; with --prior only)")
+    score.add_argument("--buffer-size", type=int, default=-1,
+                       help="what get_feature_buffer_size() reports (config key buffer_size): -1 scores whole "
+                            "segments, which every RASR program can use; N > 0 sends each segment in buffers of N "
+                            "frames, as a RASR that flushed chunks would (today's RASR aborts at frame N+1 "
+                            "instead, see docs/recognition.md)")
+    _output_kind_option(score)
+    score.add_argument("--progress", action="store_true", help="a progress bar even when stderr is no terminal")
+    score.set_defaults(run=_score, check=_needs_prior)
 
-    prior = commands.add_parser("estimate-prior", help="average posteriors over a feature set into a prior")
-    prior.add_argument("model")
-    prior.add_argument("features")
-    prior.add_argument("-o", "--output", required=True, help=".txt (RETURNN), .xml (RASR) or .npy")
-    prior.add_argument("--all-formats", action="store_true", help="write .txt, .xml and .npy next to each other")
-    prior.add_argument("--output-kind", choices=kinds, default="auto")
-    prior.add_argument("--progress", action="store_true")
+
+def _add_estimate_prior(commands: _Commands[argparse.ArgumentParser]) -> None:
+    prior = _command(commands, "estimate-prior", "average posteriors over a feature set into a prior",
+                     "log p(s) is the mean of the model's posteriors over every frame, streamed one segment "
+                     "at a time; written in +log space.")
+    prior.add_argument("model", help="the ONNX model (plain or prepared)")
+    prior.add_argument("features", help=".npy (T, F), .npz (one array per segment) or RETURNN-layout HDF5")
+    prior.add_argument("-o", "--output", required=True, help="the prior to write: .txt (RETURNN), .xml (RASR) "
+                                                             "or .npy")
+    prior.add_argument("--all-formats", action="store_true", help="write .txt, .xml and .npy next to each other, "
+                                                                  "named after --output")
+    _output_kind_option(prior)
+    prior.add_argument("--progress", action="store_true", help="a progress bar even when stderr is no terminal")
     prior.set_defaults(run=_estimate_prior)
 
-    info = commands.add_parser("info", help="versions, ONNX Runtime providers, threads, score kernel")
+
+def _add_info(commands: _Commands[argparse.ArgumentParser]) -> None:
+    info = _command(commands, "info", "versions, ONNX Runtime providers, threads, score kernel")
     info.set_defaults(run=_info)
 
-    prepare = commands.add_parser(
-        "prepare", help="prepare a model once: it then loads with onnxruntime alone and shares its weights")
+
+def _add_prepare(commands: _Commands[argparse.ArgumentParser]) -> None:
+    prepare = _command(commands, "prepare", "prepare a model once: it then loads with onnxruntime alone and "
+                                            "shares its weights",
+                       "The prepared model records the scorer's plan (inputs, output, output kind) and, unless "
+                       "--plain, keeps ONNX Runtime's pre-packed weights in a file next to it that the processes "
+                       "of a node map and share. Pre-packed weights are for this CPU type: prepare once per type.")
     prepare.add_argument("model", help="the ONNX model to prepare")
     prepare.add_argument("-o", "--output", required=True, help="the prepared model to write")
     prepare.add_argument("--plain", action="store_true",
                          help="one self-contained file instead of the shareable form (model + pre-packed weights)")
     prepare.add_argument("--quantize", action="store_true",
                          help="int8 weights (dynamic quantization), with a report of speed and score changes")
-    prepare.add_argument("--features", help="sample features for the --quantize report (.npy, .npz, HDF5)")
-    prepare.add_argument("--input-name")
-    prepare.add_argument("--output-name")
-    prepare.add_argument("--length-name")
-    prepare.add_argument("--output-kind", choices=kinds, default="auto")
-    prepare.set_defaults(run=_prepare)
+    prepare.add_argument("--features", help="sample features for the --quantize report (.npy, .npz, HDF5) "
+                                            "(default: random frames; with --quantize only)")
+    prepare.add_argument("--input-name", help="the feature input (config key input_name; default: detected)")
+    prepare.add_argument("--output-name", help="the scores' output (config key output_name; default: detected)")
+    prepare.add_argument("--length-name", help="the sequence-length input (config key length_name; default: "
+                                               "detected)")
+    _output_kind_option(prepare)
+    prepare.set_defaults(run=_prepare, check=_check_prepare)
 
-    mixtures = commands.add_parser(
-        "dummy-mixtures", help="write the mixture-set file RASR's acoustic model reads even for a Python scorer")
+
+def _add_dummy_mixtures(commands: _Commands[argparse.ArgumentParser]) -> None:
+    mixtures = _command(commands, "dummy-mixtures", "write the mixture-set file RASR's acoustic model reads even "
+                                                    "for a Python scorer",
+                        "RASR opens acoustic-model.mixture-set.file before it builds any feature scorer; with "
+                        "python-feature-scorer-output-dimension set, its contents are never used.")
     mixtures.add_argument("--classes", type=int, required=True,
                           help="emission classes (= python-feature-scorer-output-dimension)")
     mixtures.add_argument("--dim", type=int, required=True, help="features per frame (= feature-dimension)")
     mixtures.add_argument("-o", "--output", required=True, help="the file to write, e.g. dummy.mix")
     mixtures.set_defaults(run=_dummy_mixtures)
 
-    table = commands.add_parser("config-table", help="print the table of config keys (docs/configuration.md)")
+
+def _add_config_table(commands: _Commands[argparse.ArgumentParser]) -> None:
+    table = _command(commands, "config-table", "print the table of config keys (docs/configuration.md)")
     table.set_defaults(run=_config_table)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sprintiface`` parser: one subcommand per ``_add_*`` function."""
+    from sprintiface._version import __version__
+
+    parser = argparse.ArgumentParser(prog="sprintiface", description="sprintiface: RASR's Python module on "
+                                     "ONNX Runtime. `sprintiface COMMAND --help` describes each command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--traceback", action="store_true",
+                        help="on an unexpected error, show Python's traceback instead of one line")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_demo, _add_check_model, _add_score, _add_estimate_prior, _add_info, _add_prepare,
+                _add_dummy_mixtures, _add_config_table):
+        add(commands)
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The subparser of command ``name`` (for its usage line in an error)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    raise LookupError(name)
+
+
+# -- options that need another option ---------------------------------------------------
+
+def _refuse_without(given: dict[str, Any], needs: str, names: Sequence[str]) -> Optional[str]:
+    """The message for options in ``names`` given (not None) without ``needs``, or None."""
+    stray = [f"--{name.replace('_', '-')}" for name in names if given.get(name) is not None]
+    return f"{', '.join(stray)} only with {needs}" if stray else None
+
+
+def _check_demo(args: argparse.Namespace) -> Optional[str]:
+    given = vars(args)
+    if args.train:
+        return _refuse_without(given, "the scorer demo (no --train)", ("segments", "frames"))
+    if args.trainer:
+        return _refuse_without(given, "--train", ("epochs", "directory")) or \
+            _refuse_without(given, "the scorer demo (no --trainer)", ("segments", "frames"))
+    return _refuse_without(given, "--train", ("epochs", "directory"))
+
+
+def _needs_prior(args: argparse.Namespace) -> Optional[str]:
+    return None if args.prior else _refuse_without(vars(args), "--prior", ("prior_scale", "prior_space"))
+
+
+def _check_prepare(args: argparse.Namespace) -> Optional[str]:
+    return None if args.quantize else _refuse_without(vars(args), "--quantize", ("features",))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the command line; returns the exit status.
+
+    Usage errors (and an option given without the one it needs) exit with 2 as
+    argparse's do. Errors of sprintiface's kinds print one line,
+    ``sprintiface: error: <kind>: <message>``, and exit with 2; a file that
+    cannot be read or written with 1; anything else (a bug) with 1 and one
+    line unless ``--traceback``.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check = getattr(args, "check", None)
+    refused = check(args) if check is not None else None
+    if refused:
+        _subcommand(parser, args.command).error(refused)  # exits with 2, as for any usage error
     try:
-        return args.run(args)
+        status: int = args.run(args)
+        return status
     except SprintifaceError as error:
-        print(f"sprintiface {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"sprintiface: error: {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        print(f"sprintiface: error: {args.command}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"sprintiface: error: {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.traceback:
+            raise
+        print(f"sprintiface: error: {args.command}: unexpected {type(error).__name__}: {error} (a bug in "
+              f"sprintiface; run with sprintiface --traceback {args.command} ... for the traceback)",
+              file=sys.stderr)
+        return 1

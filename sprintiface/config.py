@@ -15,20 +15,25 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+import types
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Optional
+from collections.abc import Mapping
 
+from sprintiface._checks import checked_int
 from sprintiface.errors import ConfigError
+from sprintiface.log import LEVELS, log_level_help
 from sprintiface.scores import OUTPUT_KINDS
 
 
-def _toml():
+def _toml() -> types.ModuleType:
     # Imported when a configfile is read, not by every RASR job that starts.
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on Python < 3.11 only
         import tomli as tomllib
-    return tomllib
+    module: types.ModuleType = tomllib
+    return module
 
 
 def _to_str(value: Any) -> str:
@@ -38,11 +43,10 @@ def _to_str(value: Any) -> str:
 
 
 def _to_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected an integer, got a boolean")
-    if isinstance(value, int):
-        return value
-    return int(str(value).strip(), 10)
+    # pymod-config gives text; a TOML file or an override gives a value: an int, never a bool.
+    if isinstance(value, str):
+        return int(value.strip(), 10)
+    return checked_int(value, "the value", error=ValueError)
 
 
 def _to_float(value: Any) -> float:
@@ -105,7 +109,7 @@ class Option:
     default: Any
     convert: Callable[[Any], Any]
     help: str
-    choices: Optional[Tuple[str, ...]] = None
+    choices: Optional[tuple[str, ...]] = None
     minimum: Optional[float] = None
     is_path: bool = False
 
@@ -129,20 +133,19 @@ class Option:
         return result
 
 
-def _options(*options: Option) -> Dict[str, Option]:
+def _options(*options: Option) -> dict[str, Option]:
     return {option.name: option for option in options}
 
 
 #: Every key sprintiface reads, in the order the docs list them.
-OPTIONS: Dict[str, Option] = _options(
+OPTIONS: dict[str, Option] = _options(
     # -- what to do
     Option("action", None, _to_str, "What RASR runs: forward (scoring, forwarding), train, or nop "
            "(accept every call, do nothing). Absent means forward for the feature scorer; the trainer "
            "requires it, as RETURNN does.", choices=("forward", "train", "nop")),
     Option("configfile", None, _to_str, "TOML file with more of these keys; keys in pymod-config win.",
            is_path=True),
-    Option("log_level", "info", _to_str, "Level of the 'sprintiface' logger: one line per segment "
-           "at info, only problems at warning.", choices=("debug", "info", "warning", "error")),
+    Option("log_level", "info", _to_str, log_level_help(), choices=tuple(LEVELS)),
     # -- the model
     Option("onnx", None, _to_str, "Path of the ONNX acoustic model.", is_path=True),
     Option("model", None, _to_str, "RETURNN-style model prefix: with epoch N the model is "
@@ -160,7 +163,7 @@ OPTIONS: Dict[str, Option] = _options(
     Option("output_kind", "auto", _to_str, "What the output holds: probs (softmax posteriors), "
            "log_probs, logits (log-softmax is applied) or scores (-log space, used as is). auto reads "
            "it from the node that makes the output (Softmax, LogSoftmax) and asks otherwise.",
-           choices=("auto",) + OUTPUT_KINDS),
+           choices=("auto", *OUTPUT_KINDS)),
     Option("intra_op_threads", 1, _to_int, "ONNX Runtime threads inside one operator; 0 means "
            "ONNX Runtime's default (all cores). Keep 1 when one RASR process runs per core.", minimum=0),
     Option("inter_op_threads", 1, _to_int, "ONNX Runtime threads running independent operators at "
@@ -239,13 +242,13 @@ OPTIONS: Dict[str, Option] = _options(
 )
 
 
-def split_config_string(text: Optional[str]) -> Dict[str, str]:
+def split_config_string(text: Optional[str]) -> dict[str, str]:
     """``"a:1,b:x:y,,c:"`` -> ``{"a": "1", "b": "x:y", "c": ""}``.
 
     Items are split at their first ``:``; empty items are ignored. An item
     without ``:`` or a key given twice is a ConfigError.
     """
-    items: Dict[str, str] = {}
+    items: dict[str, str] = {}
     if text is not None and not isinstance(text, str):
         raise ConfigError(f"config: expected RASR's pymod-config string, got {type(text).__name__} {text!r}")
     if not text:
@@ -263,14 +266,14 @@ def split_config_string(text: Optional[str]) -> Dict[str, str]:
     return items
 
 
-def read_config_file(path: str) -> Dict[str, Any]:
+def read_config_file(path: str) -> dict[str, Any]:
     """Top-level keys of the TOML file at ``path``; relative paths among them are taken
     relative to the file's directory."""
     tomllib = _toml()
     try:
         with open(path, "rb") as file:
             text = file.read()
-        values = tomllib.loads(text.decode("utf-8"))
+        values: dict[str, Any] = tomllib.loads(text.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config key 'configfile': no such file {path!r} "
                           f"(working directory {os.getcwd()!r})") from None
@@ -295,37 +298,78 @@ def read_config_file(path: str) -> Dict[str, Any]:
     return values
 
 
-class Config(Mapping):
-    """Parsed, typed options with defaults filled in; read as ``config.key`` or ``config["key"]``.
+@dataclass(frozen=True)
+class Config:
+    """Parsed, typed options with defaults filled in; read as ``config.key`` (typed) or
+    ``config["key"]`` (a key named at run time).
 
-    ``given`` holds the keys that were set explicitly (in pymod-config or the
-    TOML file), ``raw`` the pymod-config items as strings (RETURNN's
-    ``sprint_opts``).
+    One field per key of :data:`OPTIONS`, in its order: the table stays the one
+    place that says what a key means, its default and how it is parsed; the
+    fields repeat only its name and type, for the type checker (a key missing
+    here stops the import: see the check below the class). ``given`` holds the
+    keys that were set explicitly (in pymod-config or the TOML file), ``raw``
+    the pymod-config items as strings (RETURNN's ``sprint_opts``).
     """
 
-    def __init__(self, values: Dict[str, Any], given: frozenset, raw: Dict[str, str]):
-        self._values = values
-        self.given = given
-        self.raw = raw
+    action: Optional[str]
+    configfile: Optional[str]
+    log_level: str
+    onnx: Optional[str]
+    model: Optional[str]
+    epoch: Optional[int]
+    input_name: Optional[str]
+    length_name: Optional[str]
+    output_name: Optional[str]
+    output_kind: str
+    intra_op_threads: int
+    inter_op_threads: int
+    share_weights: bool
+    score_kernel: str
+    buffer_size: int
+    prior_file: Optional[str]
+    prior_scale: float
+    prior_space: str
+    trainer: str
+    dump_file: Optional[str]
+    checkpoint_dir: Optional[str]
+    queue_size: int
+    model_file: Optional[str]
+    learning_rate: float
+    max_seqs: int
+    max_frames: int
+    accum_grad_multiple_step: int
+    torch_threads: int
+    onnx_exporter: str
+    seq_ordering: str
+    seed: int
+    partition_epoch: int
+    num_epochs: int
+    start_epoch: Optional[int]
+    given: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __getitem__(self, key: str) -> Any:
-        return self._values[key]
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self.__dict__["_values"][key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    def __iter__(self):
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
+        if key not in OPTIONS:
+            raise KeyError(key)
+        return getattr(self, key)
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{key}={self._values[key]!r}" for key in sorted(self.given))
+        shown = ", ".join(f"{key}={getattr(self, key)!r}" for key in sorted(self.given))
         return f"Config({shown})"
+
+
+def _check_fields_are_the_options() -> None:
+    # A key added to OPTIONS needs its field in Config (name and type): said at import,
+    # in every test run, rather than as an AttributeError in a RASR job.
+    names = [item.name for item in fields(Config) if item.name not in ("given", "raw")]
+    if names != list(OPTIONS):
+        missing = [name for name in OPTIONS if name not in names]
+        extra = [name for name in names if name not in OPTIONS]
+        raise TypeError(f"sprintiface.config.Config's fields differ from OPTIONS: add a typed field for "
+                        f"{missing}, remove {extra}, in OPTIONS' order")
+
+
+_check_fields_are_the_options()
 
 
 def load_config(text: Optional[str], **overrides: Any) -> Config:
@@ -336,7 +380,7 @@ def load_config(text: Optional[str], **overrides: Any) -> Config:
     what is allowed.
     """
     raw = split_config_string(text)
-    given: Dict[str, Tuple[Any, str]] = {}
+    given: dict[str, tuple[Any, str]] = {}
     configfile = overrides.get("configfile") or raw.get("configfile")
     if configfile:
         for key, value in read_config_file(configfile).items():
@@ -354,12 +398,12 @@ def load_config(text: Optional[str], **overrides: Any) -> Config:
     values = {name: option.default for name, option in OPTIONS.items()}
     for key, (value, origin) in given.items():
         values[key] = OPTIONS[key].parse(value, origin) if value is not None else None
-    return Config(values, frozenset(given), raw)
+    return Config(**values, given=frozenset(given), raw=raw)
 
 
 def require_file(config: Config, key: str) -> str:
     """The path under ``key``, which must name an existing file."""
-    path = config[key]
+    path: Optional[str] = config[key]
     if not path:
         raise ConfigError(f"config key {key!r} is required here")
     if os.path.isdir(path):
@@ -396,7 +440,7 @@ def options_table() -> str:
     """Every key of ``OPTIONS`` as a Markdown table (docs/configuration.md is this text)."""
     lines = ["| key | default | meaning |", "| --- | --- | --- |"]
     for option in OPTIONS.values():
-        default = "–" if option.default is None else f"`{option.default}`"
+        default = "\N{EN DASH}" if option.default is None else f"`{option.default}`"
         text = option.help
         if option.choices:
             text += f" Allowed: {', '.join(f'`{c}`' for c in option.choices)}."

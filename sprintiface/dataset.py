@@ -7,7 +7,7 @@ Data is stored time-major: ``data`` is (T, input_dim), targets are (T,) or
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Optional
 
 import numpy
 
@@ -22,8 +22,8 @@ class InMemoryDataset:
     """
 
     def __init__(self) -> None:
-        self._segments: List[Dict[str, numpy.ndarray]] = []
-        self._tags: List[str] = []
+        self._segments: list[dict[str, numpy.ndarray]] = []
+        self._tags: list[str] = []
 
     def add_segment(self, tag: str, data: numpy.ndarray, **targets: numpy.ndarray) -> int:
         """Append a segment; returns its index. ``data``: (T, input_dim)."""
@@ -46,7 +46,7 @@ class InMemoryDataset:
     def __len__(self) -> int:
         return len(self._segments)
 
-    def get_seq_length(self, seq_idx: int) -> Dict[str, int]:
+    def get_seq_length(self, seq_idx: int) -> dict[str, int]:
         """Length (first axis) of every array of segment ``seq_idx``, by key."""
         return {key: int(array.shape[0]) for key, array in self._segment(seq_idx).items()}
 
@@ -57,7 +57,7 @@ class InMemoryDataset:
             raise KeyError(f"segment {seq_idx} ({self._tags[seq_idx]!r}) has no {key!r}; it has {sorted(segment)}")
         return segment[key]
 
-    def get_data_keys(self, seq_idx: int = 0) -> List[str]:
+    def get_data_keys(self, seq_idx: int = 0) -> list[str]:
         """Keys of segment ``seq_idx``."""
         return sorted(self._segment(seq_idx))
 
@@ -71,13 +71,13 @@ class InMemoryDataset:
         array = self.get_data(0, key)
         return int(array.shape[1]) if array.ndim > 1 else 1
 
-    def _segment(self, seq_idx: int) -> Dict[str, numpy.ndarray]:
+    def _segment(self, seq_idx: int) -> dict[str, numpy.ndarray]:
         if not 0 <= seq_idx < len(self._segments):
             raise IndexError(f"segment index {seq_idx} is outside [0, {len(self._segments)})")
         return self._segments[seq_idx]
 
 
-def features_to_dataset(features: numpy.ndarray, segment_name: Optional[str]) -> Tuple[InMemoryDataset, int]:
+def features_to_dataset(features: numpy.ndarray, segment_name: Optional[str]) -> tuple[InMemoryDataset, int]:
     """``features`` as RASR passes them, (input_dim, T), -> ``(dataset, seq_idx)``."""
     features = numpy.asarray(features)
     if features.ndim != 2:

@@ -7,16 +7,20 @@ recognises with each epoch's export.
 """
 from __future__ import annotations
 
+import shutil
 import time
-from typing import Optional, TextIO
+from collections.abc import Sequence
+from typing import Any, Optional, TextIO
 
 import numpy
+import numpy.typing
 
+from sprintiface import hdf_layout
 from sprintiface.rasr_calls import rasr_scorer_calls
 
 
 def run_scorer_demo(num_segments: int = 3, num_frames: int = 500, seed: int = 0,
-                    config: Optional[str] = None, out: Optional[TextIO] = None) -> dict:
+                    config: Optional[str] = None, out: Optional[TextIO] = None) -> dict[str, Any]:
     """Score ``num_segments`` synthetic segments with the shipped demo model through the RASR
     protocol; print a summary and the real-time factor (100 frames per second of audio)."""
     import sys
@@ -33,7 +37,7 @@ def run_scorer_demo(num_segments: int = 3, num_frames: int = 500, seed: int = 0,
     print(f"model {DEMO_MODEL} ({DEMO_INPUT_DIM} features -> {DEMO_OUTPUT_DIM} classes), "
           f"{num_segments} segments x {num_frames} frames", file=out)
     started = time.perf_counter()
-    summary = {"frames": 0, "best_class_counts": numpy.zeros(DEMO_OUTPUT_DIM, dtype=numpy.int64)}
+    summary: dict[str, Any] = {"frames": 0, "best_class_counts": numpy.zeros(DEMO_OUTPUT_DIM, dtype=numpy.int64)}
     for index, scores in rasr_scorer_calls(sprintiface, config, segments, DEMO_INPUT_DIM, DEMO_OUTPUT_DIM):
         probabilities = numpy.exp(-scores.astype(numpy.float64)).sum(axis=1)
         best = scores.argmin(axis=1)
@@ -51,16 +55,17 @@ def run_scorer_demo(num_segments: int = 3, num_frames: int = 500, seed: int = 0,
 
 
 def run_training_demo(num_segments: int = 6, seed: int = 0, dump_file: Optional[str] = None,
-                      out: Optional[TextIO] = None) -> dict:
+                      out: Optional[TextIO] = None) -> dict[str, Any]:
     """Replay a RASR training run: getSegmentList over 2 epochs (random order), then
     init and feedInputAndTargetAlignment per segment as RASR calls them (Fortran
-    float32 features, uint32 alignments), into the dump trainer; prints what was written."""
+    float32 features, uint32 alignments), into the dump trainer; prints what was written.
+
+    Without ``dump_file`` the dump goes to a temporary folder that is removed
+    before the function returns (``summary["dump_file"]`` then names a file that
+    is gone)."""
     import os
     import sys
     import tempfile
-
-    import sprintiface
-    from sprintiface.models import DEMO_INPUT_DIM, DEMO_OUTPUT_DIM
 
     out = out or sys.stdout
     rng = numpy.random.default_rng(seed)
@@ -69,6 +74,18 @@ def run_training_demo(num_segments: int = 6, seed: int = 0, dump_file: Optional[
     if dump_file is None:
         directory = tempfile.mkdtemp(prefix="sprintiface-demo-")
         dump_file = os.path.join(directory, "dump.hdf")
+    try:
+        return _replay_training(lengths, dump_file, seed, rng, out)
+    finally:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _replay_training(lengths: dict[str, int], dump_file: str, seed: int, rng: numpy.random.Generator,
+                     out: TextIO) -> dict[str, Any]:
+    import sprintiface
+    from sprintiface.models import DEMO_INPUT_DIM, DEMO_OUTPUT_DIM
+
     config = f"action:train,trainer:dump,dump_file:{dump_file},num_epochs:2,seq_ordering:random,seed:{seed}," \
              f"log_level:warning"
     print("sprintiface: replaying a RASR training run (segment order over 2 epochs, target-alignment, dump)",
@@ -90,17 +107,18 @@ def run_training_demo(num_segments: int = 6, seed: int = 0, dump_file: Optional[
                                                 segmentName=name)
         fed += 1
     sprintiface.exit()
-    summary = {"segments_fed": fed, "dump_file": dump_file}
+    summary: dict[str, Any] = {"segments_fed": fed, "dump_file": dump_file}
     try:
         import h5py
     except ImportError:
         print(f"fed {fed} segments; wrote {dump_file} (install h5py to inspect it)", file=out)
         return summary
     with h5py.File(dump_file, "r") as file:
-        summary.update(frames=int(file.attrs["numTimesteps"]), segments=int(file.attrs["numSeqs"]))
+        summary.update(frames=int(file.attrs[hdf_layout.NUM_TIMESTEPS]),
+                       segments=int(file.attrs[hdf_layout.NUM_SEQS]))
         print(f"fed {fed} segments over 2 epochs; {dump_file}: {summary['segments']} segments, "
-              f"{summary['frames']} frames, inputs {file['inputs'].shape}, "
-              f"targets {sorted(file['targets/data'])}", file=out)
+              f"{summary['frames']} frames, inputs {file[hdf_layout.INPUTS].shape}, "
+              f"targets {sorted(file[hdf_layout.TARGETS_DATA])}", file=out)
     return summary
 
 
@@ -132,7 +150,8 @@ def get_model(epoch):
 '''
 
 
-def synthetic_segment(name: str, input_dim: int, classes: int, seed: int = 0, frames=(40, 120)):
+def synthetic_segment(name: str, input_dim: int, classes: int, seed: int = 0, frames: tuple[int, int] = (40, 120),
+                      ) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.uint32]]:
     """A segment of a learnable task: ``(features float32 (T, input_dim), labels uint32 (T,))``,
     labels the best class of a fixed random linear map of each frame (fixed by ``seed``);
     a pure function of ``name`` and ``seed``."""
@@ -144,7 +163,8 @@ def synthetic_segment(name: str, input_dim: int, classes: int, seed: int = 0, fr
     return features, (features @ task).argmax(axis=1).astype(numpy.uint32)
 
 
-def frame_error_rate(model_config: str, segments, input_dim: int, classes: int) -> float:
+def frame_error_rate(model_config: str, segments: Sequence[tuple[numpy.ndarray, numpy.ndarray]], input_dim: int,
+                     classes: int) -> float:
     """Frames whose best score is not the label, scoring ``segments`` ((features, labels) pairs)
     through RASR's feature-scorer calls on the model ``model_config`` names."""
     import sprintiface
@@ -159,11 +179,12 @@ def frame_error_rate(model_config: str, segments, input_dim: int, classes: int) 
 
 
 def run_torch_training_demo(directory: Optional[str] = None, num_epochs: int = 4, num_segments: int = 32,
-                            seed: int = 0, out: Optional[TextIO] = None) -> dict:
+                            seed: int = 0, out: Optional[TextIO] = None) -> dict[str, Any]:
     """Train a PyTorch model through RASR's call sequence, then recognise with its exports.
 
-    Writes the model file (:data:`TORCH_DEMO_MODEL_FILE`) into ``directory`` (a new
-    temporary one by default), replays RASR's nn-trainer with python-segment-order:
+    Writes the model file (:data:`TORCH_DEMO_MODEL_FILE`) into ``directory`` (by
+    default a new temporary one, removed before the function returns), replays RASR's nn-trainer
+    with python-segment-order:
     getSegmentList over ``num_epochs`` epochs, init with the first segment,
     feedInputAndTargetAlignment per segment (Fortran float32 features, uint32
     alignments), exit; ``trainer:torch`` writes ``am.NNN.pt`` / ``am.NNN.onnx`` per
@@ -171,20 +192,33 @@ def run_torch_training_demo(directory: Optional[str] = None, num_epochs: int = 4
     feature scorer (``model:<dir>/am,epoch:N``) and the frame error rate is printed.
     Returns ``{"directory", "frame_error_rates" (one per epoch), "seconds"}``.
     """
-    import os
     import sys
     import tempfile
 
-    import sprintiface
     from sprintiface.errors import ConfigError
 
     try:
-        import torch  # noqa: F401
+        import torch  # noqa: F401 - imported only to say early that PyTorch is missing
     except ImportError:
         raise ConfigError("demo --train needs PyTorch: pip install 'sprintiface[torch]'") from None
     out = out or sys.stdout
+    if directory is not None:
+        return _train_and_recognise(directory, num_epochs, num_segments, seed, out)
+    temporary = tempfile.mkdtemp(prefix="sprintiface-torch-demo-")
+    try:
+        return _train_and_recognise(temporary, num_epochs, num_segments, seed, out)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+        print(f"removed {temporary}; give --directory to keep the model file and the exports", file=out)
+
+
+def _train_and_recognise(directory: str, num_epochs: int, num_segments: int, seed: int,
+                         out: TextIO) -> dict[str, Any]:
+    import os
+
+    import sprintiface
+
     input_dim, classes = 12, 6
-    directory = directory or tempfile.mkdtemp(prefix="sprintiface-torch-demo-")
     model_file = os.path.join(directory, "am.py")
     with open(model_file, "w", encoding="utf-8") as file:
         file.write(TORCH_DEMO_MODEL_FILE.format(input_dim=input_dim, classes=classes))

@@ -2,16 +2,17 @@
 
 - ``.npy``: one segment, (T, F);
 - ``.npz``: one array (T, F) per segment, named by its key;
-- ``.hdf`` / ``.h5`` / ``.hdf5``: RETURNN's HDFDataset layout (``inputs``,
-  ``seqLengths``, ``seqTags``), as sprintiface's dump trainer writes it (needs h5py).
+- ``.hdf`` / ``.h5`` / ``.hdf5``: RETURNN's HDFDataset layout (:mod:`sprintiface.hdf_layout`:
+  ``inputs``, ``seqLengths``, ``seqTags``), as sprintiface's dump trainer writes it (needs h5py).
 """
 from __future__ import annotations
 
 import os
-from typing import Iterator, Tuple
+from collections.abc import Iterator
 
 import numpy
 
+from sprintiface import hdf_layout
 from sprintiface.errors import FeatureError
 
 HDF_SUFFIXES = (".hdf", ".h5", ".hdf5")
@@ -33,10 +34,10 @@ def count_segments(path: str) -> int:
     import h5py
 
     with h5py.File(path, "r") as file:
-        return int(file["seqLengths"].shape[0])
+        return int(file[hdf_layout.SEQ_LENGTHS].shape[0])
 
 
-def read_segments(path: str) -> Iterator[Tuple[str, numpy.ndarray]]:
+def read_segments(path: str) -> Iterator[tuple[str, numpy.ndarray]]:
     """Yield ``(segment name, float32 (T, F) frames)`` one segment at a time."""
     if not os.path.isfile(path):
         raise FeatureError(f"feature file {path!r} does not exist")
@@ -53,16 +54,18 @@ def read_segments(path: str) -> Iterator[Tuple[str, numpy.ndarray]]:
         except ImportError:
             raise FeatureError(f"{path}: reading HDF5 needs h5py: pip install 'sprintiface[hdf5]'") from None
         with h5py.File(path, "r") as file:
-            if "inputs" not in file or "seqLengths" not in file:
-                raise FeatureError(f"{path}: expected RETURNN's HDF layout with 'inputs' and 'seqLengths', "
-                                   f"found {sorted(file)}")
-            lengths = file["seqLengths"][...]
-            lengths = lengths[:, 0] if lengths.ndim == 2 else lengths
-            tags = file["seqTags"][...] if "seqTags" in file else [f"seq-{i}" for i in range(len(lengths))]
+            if hdf_layout.INPUTS not in file or hdf_layout.SEQ_LENGTHS not in file:
+                raise FeatureError(f"{path}: expected RETURNN's HDF layout with {hdf_layout.INPUTS!r} and "
+                                   f"{hdf_layout.SEQ_LENGTHS!r}, found {sorted(file)}")
+            lengths = file[hdf_layout.SEQ_LENGTHS][...]
+            lengths = lengths[:, 0] if lengths.ndim == 2 else lengths  # column 0: frames of the inputs
+            tags = file[hdf_layout.SEQ_TAGS][...] if hdf_layout.SEQ_TAGS in file else \
+                [f"seq-{i}" for i in range(len(lengths))]
+            inputs = file[hdf_layout.INPUTS]
             start = 0
             for tag, length in zip(tags, lengths):
                 name = tag.decode("utf-8") if isinstance(tag, bytes) else str(tag)
-                yield name, _check(name, file["inputs"][start:start + int(length)], path)
+                yield name, _check(name, inputs[start:start + int(length)], path)
                 start += int(length)
     else:
         raise FeatureError(f"feature file {path!r}: expected .npy, .npz or {', '.join(HDF_SUFFIXES)}")

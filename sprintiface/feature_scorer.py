@@ -19,22 +19,26 @@ protocol's rules: what a reset forgives, what compute needs, what is logged.
 from __future__ import annotations
 
 import collections
-import logging
-import operator
 import time as _time
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Union
 
 import numpy
+import numpy.typing
 
 from sprintiface._buffer import FrameBuffer
+from sprintiface._checks import checked_int
 from sprintiface.config import Config, load_config, require_file
-from sprintiface.engine import OnnxEngine, return_freed_memory
+from sprintiface.engine import Binding, OnnxEngine, return_freed_memory
 from sprintiface.errors import ConfigError, FeatureError, ProtocolError, ScoreError
-from sprintiface.log import configure_logging, logger
+from sprintiface.log import SCORER_SEGMENT_LEVEL, configure_logging, logger
 from sprintiface.priors import load_prior
 
+if TYPE_CHECKING:
+    from sprintiface.dataset import InMemoryDataset
 
-def init_python_feature_scorer(config: str, **kwargs) -> "PythonFeatureScorer":
+
+def init_python_feature_scorer(config: str, **kwargs: Any) -> PythonFeatureScorer:
     """Make the scorer from RASR's pymod-config string (``config``) and init()'s other arguments."""
     parsed = load_config(config)
     if parsed.action not in (None, "forward"):
@@ -52,14 +56,9 @@ SHRINK_FACTOR = 4
 MIN_FRAMES = 1024
 
 
-def _count(value, call: str, name: str = "num_frames") -> int:
-    """``value`` as a frame count (an int, not a bool); ProtocolError naming ``name`` otherwise."""
-    if isinstance(value, (bool, numpy.bool_)):  # numpy < 2.3 gives numpy bools an __index__
-        raise ProtocolError(f"{call}: expected {name} to be an int, got {type(value).__name__} {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ProtocolError(f"{call}: expected {name} to be an int, got {type(value).__name__} {value!r}") from None
+def _count(value: object, call: str, name: str = "num_frames") -> int:
+    """``value`` as a frame count or dimension; ProtocolError naming ``call`` and ``name`` otherwise."""
+    return checked_int(value, name, where=call)
 
 
 class _Serving(NamedTuple):
@@ -67,7 +66,7 @@ class _Serving(NamedTuple):
     init() from another thread can never pair one buffer with another's engine."""
 
     engine: OnnxEngine
-    binding: object  # sprintiface.engine.Binding
+    binding: Binding
     buffer: FrameBuffer
 
 
@@ -80,8 +79,9 @@ class PythonFeatureScorer:
     a dict of string options instead.
     """
 
-    def __init__(self, callback: Optional[Callable] = None, version_number: Optional[int] = None,
-                 sprint_opts: Optional[dict] = None, config=None, **kwargs):
+    def __init__(self, callback: Optional[Callable[..., Any]] = None, version_number: Optional[int] = None,
+                 sprint_opts: Optional[Mapping[str, Any]] = None, config: Union[Config, str, None] = None,
+                 **kwargs: Any):
         if config is None:
             config = ",".join(f"{key}:{value}" for key, value in (sprint_opts or {}).items())
         if isinstance(config, str):
@@ -100,7 +100,7 @@ class PythonFeatureScorer:
         # calls at the last reset: after either, reset() forgives a count that disagrees.
         self._failed = False
         self._rejected_seen = 0
-        self._recent = collections.deque(maxlen=RECENT_SEGMENTS)
+        self._recent: collections.deque[int] = collections.deque(maxlen=RECENT_SEGMENTS)
         # For the summary at exit(): frames scored and seconds spent in compute().
         self._frames_scored = 0
         self._compute_seconds = 0.0
@@ -129,9 +129,10 @@ class PythonFeatureScorer:
         self._serving = _Serving(engine, engine.new_binding(), buffer)
         self._failed, self._rejected_seen = False, 0
         self._recent.clear()
-        # RASR's per-frame calls go straight to the compiled buffer.
-        self.add_feature = buffer.add_feature
-        self.get_scores = buffer.get_scores
+        # RASR's per-frame calls go straight to the compiled buffer: instance attributes that
+        # hide the methods below (which only refuse calls before init).
+        self.add_feature = buffer.add_feature  # type: ignore[method-assign]
+        self.get_scores = buffer.get_scores  # type: ignore[method-assign]
         if config.buffer_size > 0:
             logger.warning(
                 "buffer_size %d: get_feature_buffer_size() reports %d frames, but every RASR program that uses a "
@@ -181,12 +182,12 @@ class PythonFeatureScorer:
 
     # -- per frame: the compiled buffer's methods, bound by init() ---------------
 
-    def add_feature(self, feature, time) -> None:
+    def add_feature(self, feature: numpy.typing.ArrayLike, time: int) -> None:
         """Called by RASR per frame: copy ``feature`` (float32 (input_dim,)) into the
         buffer at ``time`` (frames so far). Served by the compiled buffer after init()."""
         raise ProtocolError("add_feature() before init(input_dim, output_dim)")
 
-    def get_scores(self, time) -> numpy.ndarray:
+    def get_scores(self, time: int) -> numpy.typing.NDArray[numpy.float32]:
         """Called by RASR: the -log scores of frame ``time``, a float32 (output_dim,) view
         (no copy), valid until the next compute() or reset(). Served by the compiled
         buffer after init()."""
@@ -229,11 +230,11 @@ class PythonFeatureScorer:
         elapsed = _time.perf_counter() - started
         self._frames_scored += num_frames
         self._compute_seconds += elapsed
-        # A line per segment costs more than a small buffer's whole run: debug only
-        # (the summary comes at exit()).
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("%s: %d frames, compute %.2f ms, RTF %.4f", self.get_segment_name(),
-                         num_frames, elapsed * 1e3, elapsed / (num_frames * 0.01))
+        # A line per buffer costs more than a small buffer's whole run: at the level log.py
+        # names (debug; the summary comes at exit()), formatted only when it is shown.
+        if logger.isEnabledFor(SCORER_SEGMENT_LEVEL):
+            logger.log(SCORER_SEGMENT_LEVEL, "%s: %d frames, compute %.2f ms, RTF %.4f", self.get_segment_name(),
+                       num_frames, elapsed * 1e3, elapsed / (num_frames * 0.01))
 
     def _give_back_memory(self, serving: _Serving, frames: int) -> None:
         """The memory policy: after a long outlier, storage follows the recent segments again."""
@@ -282,23 +283,26 @@ class PythonFeatureScorer:
         """Name of the current buffer; RASR does not pass segment names to a feature scorer."""
         return f"unknown-seq-name-{self.segment_count}"
 
-    def get_features(self, num_frames: Optional[int] = None) -> numpy.ndarray:
+    def get_features(self, num_frames: Optional[int] = None) -> numpy.typing.NDArray[numpy.float32]:
         """The buffered features, float32 (input_dim, num_frames): a view, no copy."""
         buffer = self._require_serving("get_features").buffer
         if num_frames is not None and _count(num_frames, "get_features") != buffer.count:
             raise ProtocolError(f"get_features(num_frames={num_frames}): the buffer holds {buffer.count} frames")
-        return buffer.frames().T
+        frames: numpy.typing.NDArray[numpy.float32] = buffer.frames().T
+        return frames
 
-    def get_posteriors(self, num_frames: Optional[int] = None) -> numpy.ndarray:
+    def get_posteriors(self, num_frames: Optional[int] = None) -> numpy.typing.NDArray[numpy.float32]:
         """Posteriors p(c|x) of the buffered frames, float32 (output_dim, num_frames) (+prob space,
         no prior), by the same -log transform the scores come from (exp(-score))."""
         from sprintiface.scores import model_posteriors
 
+        serving = self._require_serving("get_posteriors")
         features = self.get_features(num_frames)
-        return model_posteriors(self._serving.engine, numpy.ascontiguousarray(features.T),
-                                self._config.score_kernel).T
+        posteriors: numpy.typing.NDArray[numpy.float32] = model_posteriors(
+            serving.engine, numpy.ascontiguousarray(features.T), self._config.score_kernel).T
+        return posteriors
 
-    def features_to_dataset(self, num_frames: Optional[int] = None):
+    def features_to_dataset(self, num_frames: Optional[int] = None) -> tuple[InMemoryDataset, int]:
         """``(dataset, seq_idx)``: the buffered features as a one-segment in-memory dataset."""
         from sprintiface.dataset import features_to_dataset
 

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import struct
 
+from sprintiface._checks import checked_int
 from sprintiface.errors import ConfigError
 
 
 def dummy_mixture_set(num_classes: int, dim: int) -> bytes:
     """The bytes of a dummy mixture set with ``num_classes`` mixtures of dimension ``dim``."""
-    for name, value in (("num_classes", num_classes), ("dim", dim)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"dummy mixture set: expected {name} to be an integer > 0, got {value!r}")
-    accumulator = lambda value: struct.pack(f"<I{dim}dd", dim, *([value] * dim), 1.0)  # noqa: E731
+    num_classes = checked_int(num_classes, "num_classes", where="dummy mixture set", minimum=1, error=ConfigError)
+    dim = checked_int(dim, "dim", where="dummy mixture set", minimum=1, error=ConfigError)
+
+    def accumulator(value: float) -> bytes:
+        return struct.pack(f"<I{dim}dd", dim, *([value] * dim), 1.0)
+
     parts = [
         b"MIXSET\0\0", struct.pack("<II", 2, dim),
         struct.pack("<I", 1), accumulator(0.0),  # one mean: sums 0 over weight 1

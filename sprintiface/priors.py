@@ -14,24 +14,29 @@ Values are in +log space (log p(s), RETURNN's and RASR's convention) unless
 from __future__ import annotations
 
 import re
-from typing import Optional
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy
+import numpy.typing
 
 from sprintiface.errors import PriorError
+
+if TYPE_CHECKING:
+    from sprintiface.engine import OnnxEngine
 
 _XML_VECTOR = re.compile(r"<vector-f(?:32|64)\b([^>]*)>(.*?)</vector-f(?:32|64)\s*>", re.DOTALL)
 _XML_SIZE = re.compile(r"""size\s*=\s*["'](\d+)["']""")
 
 
 def _read_values(path: str) -> numpy.ndarray:
-    values = None
+    values: Optional[numpy.ndarray] = None
     try:
         with open(path, "rb") as file:
             head = file.read(6)
             file.seek(0)
             if head == b"\x93NUMPY":
-                values = numpy.load(file, allow_pickle=False)
+                values = numpy.asarray(numpy.load(file, allow_pickle=False))
             else:
                 text = file.read().decode("utf-8")
     except FileNotFoundError:
@@ -125,20 +130,23 @@ def save_prior(path: str, log_prior: numpy.ndarray) -> None:
     elif path.endswith(".xml"):
         body = " ".join(repr(float(v)) for v in values)
         with atomic_write(path, "w") as file:
-            file.write(f'<?xml version="1.0" encoding="UTF-8"?>\n<vector-f32 size="{values.size}">\n{body}\n</vector-f32>\n')
+            file.write(f'<?xml version="1.0" encoding="UTF-8"?>\n<vector-f32 size="{values.size}">\n{body}\n'
+                       f'</vector-f32>\n')
     else:
         with atomic_write(path, "w") as file:
             file.write("".join(f"{float(v)!r}\n" for v in values))
 
 
-def estimate_prior(engine, segments, progress=None) -> numpy.ndarray:
+def estimate_prior(engine: OnnxEngine, segments: Iterable[numpy.typing.NDArray[numpy.float32]],
+                   progress: Optional[Callable[[], None]] = None) -> numpy.typing.NDArray[numpy.float32]:
     """log p(s) as the mean of the model's posteriors over all frames of ``segments``
     (an iterable of float32 (T, F) arrays), streaming: one segment in memory at a time.
     The posteriors come from the same -log transform the scorer applies
     (sprintiface.scores). Returns float32 (C,), +log space."""
     from sprintiface.scores import model_posteriors
 
-    total, frames = None, 0
+    total: Optional[numpy.typing.NDArray[numpy.float64]] = None
+    frames = 0
     for features in segments:
         posteriors = model_posteriors(engine, features)
         sums = posteriors.sum(axis=0, dtype=numpy.float64)
@@ -146,7 +154,8 @@ def estimate_prior(engine, segments, progress=None) -> numpy.ndarray:
         frames += posteriors.shape[0]
         if progress is not None:
             progress()
-    if not frames:
+    if total is None or not frames:
         raise PriorError("estimate_prior: the feature set holds no frames")
     prior = numpy.maximum(total / frames, numpy.finfo(numpy.float32).tiny)
-    return numpy.log(prior / prior.sum()).astype(numpy.float32)
+    log_prior: numpy.typing.NDArray[numpy.float32] = numpy.log(prior / prior.sum()).astype(numpy.float32)
+    return log_prior

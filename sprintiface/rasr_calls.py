@@ -12,13 +12,16 @@ the demo score through it, so they fail exactly where RASR's job would.
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Tuple
+from collections.abc import Iterable, Iterator
+
+import types
 
 import numpy
+import numpy.typing
 
 
-def rasr_scorer_calls(module, config: str, segments: Iterable[numpy.ndarray], input_dim: int,
-                      output_dim: int) -> Iterator[Tuple[int, numpy.ndarray]]:
+def rasr_scorer_calls(module: types.ModuleType, config: str, segments: Iterable[numpy.ndarray], input_dim: int,
+                      output_dim: int) -> Iterator[tuple[int, numpy.typing.NDArray[numpy.float32]]]:
     """Replay RASR's feature-scorer protocol on ``module``; yields ``(segment index, scores)``,
     scores a fresh float32 (T, output_dim) array in -log space.
 

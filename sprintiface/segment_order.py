@@ -16,25 +16,29 @@ pass.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Dict, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Optional
 
 import numpy
+import numpy.typing
 
 from sprintiface.config import Config
 from sprintiface.errors import ConfigError, ProtocolError
 from sprintiface.log import logger
 
+if TYPE_CHECKING:
+    from sprintiface.training.schedule import EpochSchedule
+
 #: Frames per second of RASR's usual 10 ms frame shift: converts segmentsInfo's "time" to frames.
 FRAMES_PER_SECOND = 100
 
 
-def _number(value) -> bool:
+def _number(value: object) -> bool:
     return isinstance(value, (int, float, numpy.integer, numpy.floating)) and not isinstance(value, bool) \
-        and bool(numpy.isfinite(value)) and value >= 0
+        and bool(numpy.isfinite(value)) and bool(value >= 0)
 
 
-def segment_lengths(names: Sequence[str], segments_info, ordering: str) -> numpy.ndarray:
+def segment_lengths(names: Sequence[str], segments_info: object, ordering: str) -> numpy.typing.NDArray[numpy.float64]:
     """Length in frames of every segment of ``names``, from RASR's ``segmentsInfo``.
 
     ``nframes`` when every segment has it (RASR passes it only with
@@ -74,13 +78,16 @@ def segment_lengths(names: Sequence[str], segments_info, ordering: str) -> numpy
 
 
 def pass_order(num_segments: int, ordering: str, seed: int, corpus_pass: int,
-               lengths: Optional[numpy.ndarray]) -> numpy.ndarray:
-    """Indices of one pass over the corpus in ``ordering`` (see the module docstring)."""
+               lengths: Optional[numpy.typing.NDArray[numpy.float64]]) -> numpy.typing.NDArray[numpy.intp]:
+    """Indices of one pass over the corpus in ``ordering`` (see the module docstring).
+    ``lengths`` (frames per segment) is needed by the sorted and laplace orderings."""
     rng = numpy.random.default_rng([seed, corpus_pass])
     if ordering == "default":
         return numpy.arange(num_segments)
     if ordering == "random":
         return rng.permutation(num_segments)
+    if lengths is None:
+        raise ConfigError(f"seq_ordering {ordering!r} orders by length, but no segment lengths were given")
     if ordering == "sorted":
         return numpy.argsort(lengths, kind="stable")
     if ordering == "sorted_reverse":
@@ -97,7 +104,8 @@ def pass_order(num_segments: int, ordering: str, seed: int, corpus_pass: int,
     return numpy.concatenate(bins) if bins else numpy.arange(0)
 
 
-def epoch_order(num_segments: int, config: Config, epoch: int, lengths: Optional[numpy.ndarray]) -> numpy.ndarray:
+def epoch_order(num_segments: int, config: Config, epoch: int,
+                lengths: Optional[numpy.typing.NDArray[numpy.float64]]) -> numpy.typing.NDArray[numpy.intp]:
     """Indices of the segments of ``epoch`` (1-based), in order."""
     parts = config.partition_epoch
     corpus_pass, part = divmod(epoch - 1, parts)
@@ -106,7 +114,7 @@ def epoch_order(num_segments: int, config: Config, epoch: int, lengths: Optional
     return order[bounds[part]:bounds[part + 1]]
 
 
-def make_schedule(segment_list: Sequence[str], segments_info: Optional[Dict[str, dict]], config: Config):
+def make_schedule(segment_list: Sequence[str], segments_info: object, config: Config) -> EpochSchedule:
     """The :class:`~sprintiface.training.schedule.EpochSchedule` of ``segment_list`` under ``config``.
 
     The config is checked here, at the call, so that a bad key stops RASR

@@ -2,8 +2,12 @@
 
 The model builders and the C call driver live in tools/ (not in the package).
 """
+import contextlib
+import fnmatch
 import os
+import shutil
 import sys
+import tempfile
 
 import numpy
 import onnxruntime
@@ -11,8 +15,8 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 
-import sprintiface  # noqa: E402
-from onnx_models import build_blstm, build_mlp, save_model  # noqa: E402
+import sprintiface
+from onnx_models import build_blstm, build_mlp, save_model
 
 
 @pytest.fixture
@@ -98,10 +102,8 @@ def end_training_session():
     process = sprintiface._training()
     if process.session is not None:
         process.session._failure = None
-    try:
+    with contextlib.suppress(sprintiface.TrainerError):
         sprintiface.exit()
-    except sprintiface.TrainerError:
-        pass
     process.target_mode_override = None
     process.schedule = None
 
@@ -114,3 +116,56 @@ def pytest_configure(config):
     # The tests are of the installed package; the source folder has no compiled part.
     # (Importing sprintiface above already failed, with a message, if it was shadowed.)
     assert os.path.exists(os.path.join(os.path.dirname(sprintiface.__file__), "models", "demo.onnx"))
+
+
+def _describe(directory, name):
+    path = os.path.join(directory, name)
+    if os.path.isdir(path):
+        return f"{name}/ (holding {sorted(os.listdir(path))[:5]})"
+    with open(path, "rb") as file:
+        return f"{name} ({os.path.getsize(path)} bytes, starting {file.read(32)!r})"
+
+
+#: What others leave in the temp dir (fnmatch patterns), each with the reason it is not ours to remove.
+FOREIGN_TEMPORARIES = (
+    # ONNX Runtime (1.2x-1.3x) keeps one small session-id file, $TMPDIR/.ses, reused by later runs.
+    ".ses",
+    # PyTorch's compile cache ($TMPDIR/torchinductor_<user>), made by torch.export / dynamo (pytest -m torch).
+    "torchinductor_*",
+    # The tmp_path folders of a pytest run in a child (tools/asan/run_asan.py runs the suite on
+    # its build): pytest keeps them, as it keeps ours; removed with this folder.
+    "pytest-of-*",
+)
+
+
+def _foreign(name):
+    return any(fnmatch.fnmatch(name, pattern) for pattern in FOREIGN_TEMPORARIES)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def system_temp_dir(tmp_path_factory):
+    """The test run's system temp dir (TMPDIR, for this process and every child), which must be
+    empty at the end: tests write into their tmp_path, and what sprintiface puts in the temp dir
+    (the demos' folders) it removes. A folder of the run's own, not /tmp itself, so that other
+    programs writing there meanwhile cannot fail the check. The C call driver's build cache
+    stays in the real temp dir, shared across runs (tools/rasr_driver)."""
+    tmp_path_factory.getbasetemp()  # the tests' tmp_path folders stay where pytest keeps them
+    original = tempfile.gettempdir()
+    os.environ.setdefault("SPRINTIFACE_RASR_DRIVER_CACHE", original)
+    directory = tempfile.mkdtemp(prefix="sprintiface-tests-tmpdir-")
+    saved = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = directory
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    assert tempfile.gettempdir() == directory
+    try:
+        yield directory
+    finally:
+        if saved is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = saved
+        tempfile.tempdir = None
+        left = sorted(_describe(directory, name) for name in os.listdir(directory)
+                      if not _foreign(name))
+        shutil.rmtree(directory, ignore_errors=True)
+    assert not left, f"the test run left {left} in its temp dir"

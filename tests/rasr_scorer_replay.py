@@ -18,7 +18,7 @@ import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import sprintiface  # noqa: E402
+import sprintiface
 
 
 def replay(config: str, input_dim: int, output_dim: int, call: list) -> None:

@@ -30,9 +30,6 @@ class RecordingTrainer(Trainer):
     def discard(self, segment):
         CALLS.append(("discard", segment.name))
 
-    def discard(self, segment):
-        CALLS.append(("discard", segment.name))
-
     def end_epoch(self, epoch):
         CALLS.append(("end_epoch", epoch))
 

@@ -1,4 +1,6 @@
 """The command line on real models and real files."""
+import os
+
 import numpy
 import pytest
 from conftest import bare_run, features
@@ -98,3 +100,91 @@ def test_dummy_mixtures_in_rasrs_estimator_layout(tmp_path, capsys):
     assert offset + 5 * 16 == len(data)
     assert main(["dummy-mixtures", "--classes", "0", "--dim", "3", "-o", str(tmp_path / "bad.mix")]) == 2
     assert not (tmp_path / "bad.mix").exists()
+
+
+def run_cli(*argv, **environment):
+    """The installed command in a fresh process, away from the source tree."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, **environment)
+    return subprocess.run([sys.executable, "-m", "sprintiface", *argv], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=environment.get("TMPDIR"))
+
+
+def test_version(capsys):
+    import sprintiface
+
+    with pytest.raises(SystemExit) as exit_status:
+        main(["--version"])
+    assert exit_status.value.code == 0
+    assert capsys.readouterr().out == f"sprintiface {sprintiface.__version__}\n"
+
+
+def test_every_command_has_a_summary_and_every_option_a_meaning():
+    import argparse
+
+    from sprintiface.cli import _subcommand, build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    overview = parser.format_help()
+    for choice in commands._choices_actions:
+        assert choice.help, choice.dest
+        assert choice.dest in overview
+    for name in commands.choices:
+        sub = _subcommand(parser, name)
+        text = sub.format_help()
+        assert sub.description and sub.description.split("\n\n")[0].endswith("."), name
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, (name, action.dest)
+            if action.default not in (None, False):
+                # an option with a default shows it (argparse's %(default)s or a "default:" of its own)
+                assert "default" in (action.help + sub._get_formatter()._get_help_string(action)), (name, action.dest)
+        assert "usage: sprintiface " + name in text
+
+
+def test_the_buffer_size_help_says_what_rasr_does():
+    from sprintiface.cli import _subcommand, build_parser
+
+    text = " ".join(_subcommand(build_parser(), "score").format_help().split())
+    assert "aborts at frame N+1" in text and "chunked mode as in RASR" not in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--train", "--segments", "2"], "--segments only with the scorer demo (no --train)"),
+    (["demo", "--epochs", "2"], "--epochs only with --train"),
+    (["demo", "--directory", "d"], "--directory only with --train"),
+    (["demo", "--trainer", "--frames", "2"], "--frames only with the scorer demo (no --trainer)"),
+    (["demo", "--trainer", "--train"], "not allowed with argument"),
+    (["prepare", "m.onnx", "-o", "p.onnx", "--features", "f.npz"], "--features only with --quantize"),
+    (["score", "m.onnx", "f.npz", "--prior-scale", "0.5"], "--prior-scale only with --prior"),
+    (["check-model", "m.onnx", "--prior-space", "prob"], "--prior-space only with --prior"),
+])
+def test_an_option_without_the_one_it_needs_is_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main(argv)
+    assert exit_status.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and f"usage: sprintiface {argv[0]}" in err
+
+
+def test_errors_are_one_line_never_a_traceback(tmp_path, mlp_path):
+    result = run_cli("dummy-mixtures", "--classes", "3", "--dim", "2", "-o", str(tmp_path / "no" / "x.mix"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("sprintiface: error: dummy-mixtures: ") and "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    result = run_cli("check-model", mlp_path, "--input-dim", "13")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("sprintiface: error: check-model: ModelError: ")
+
+
+def test_the_training_demo_leaves_nothing_in_the_temp_dir(tmp_path):
+    pytest.importorskip("h5py")
+    result = run_cli("demo", "--trainer", TMPDIR=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "fed 12 segments over 2 epochs" in result.stdout
+    assert os.listdir(tmp_path) == []

@@ -9,7 +9,7 @@ def test_split_at_first_colon_and_skip_empty_items():
     assert split_config_string("a:1,,b:x:y,c:") == {"a": "1", "b": "x:y", "c": ""}
     assert split_config_string("") == {}
     assert split_config_string(None) == {}
-    with pytest.raises(ConfigError, match="item 'oops'.*expected key:value"):
+    with pytest.raises(ConfigError, match=r"item 'oops'.*expected key:value"):
         split_config_string("a:1,oops")
     with pytest.raises(ConfigError, match="'a' is given twice"):
         split_config_string("a:1,a:2")
@@ -41,7 +41,7 @@ def test_toml_configfile_and_string_wins(tmp_path):
     path.write_text("this is = = not toml")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_config(f"configfile:{path}")
-    with pytest.raises(ConfigError, match="configfile.*no such file"):
+    with pytest.raises(ConfigError, match=r"configfile.*no such file"):
         load_config(f"configfile:{tmp_path / 'missing.toml'}")
 
 
@@ -62,3 +62,29 @@ def test_every_option_is_documented():
         assert option.help.strip(), option.name
         if option.choices and option.default is not None:
             assert option.default in option.choices
+
+
+def test_config_fields_are_the_options_with_the_converters_types():
+    import dataclasses
+    import typing
+
+    from sprintiface.config import Config
+
+    hints = typing.get_type_hints(Config)
+    names = [item.name for item in dataclasses.fields(Config)]
+    assert names == [*OPTIONS, "given", "raw"]
+    for name, option in OPTIONS.items():
+        produced = str if option.choices else typing.get_type_hints(option.convert)["return"]
+        expected = typing.Optional[produced] if option.default is None else produced
+        assert hints[name] == expected, name
+
+
+def test_config_is_frozen_and_reads_by_key():
+    import dataclasses
+
+    config = load_config("epoch:3")
+    assert config["epoch"] == 3 == config.epoch
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epoch = 4
+    with pytest.raises(KeyError):
+        config["given"]

@@ -81,7 +81,7 @@ def test_paths_in_a_configfile_are_relative_to_it(tmp_path, mlp_path, monkeypatc
 def test_directories_given_as_files(tmp_path, mlp_path):
     with pytest.raises(ConfigError, match=f"'onnx': '{tmp_path}' is a directory, expected a file"):
         rasr_scorer(f"onnx:{tmp_path}", 12, 30)
-    with pytest.raises(ConfigError, match="'prior_file': .* is a directory, expected a file"):
+    with pytest.raises(ConfigError, match=r"'prior_file': .* is a directory, expected a file"):
         rasr_scorer(f"onnx:{mlp_path},prior_file:{tmp_path}", 12, 30)
 
 
@@ -119,7 +119,7 @@ def test_check_model_with_a_dynamic_feature_axis(write_model, capsys):
 
 def test_model_errors_name_the_file(tmp_path):
     (tmp_path / "empty.onnx").write_bytes(b"")
-    with pytest.raises(ModelError, match="empty.onnx"):
+    with pytest.raises(ModelError, match=r"empty.onnx"):
         rasr_scorer(f"onnx:{tmp_path / 'empty.onnx'}", 12, 30)
 
 

@@ -159,7 +159,7 @@ def test_prior_errors(tmp_path, mlp_path):
     (tmp_path / "bad.xml").write_text('<vector-f32 size="31">' + " -1" * 30 + "</vector-f32>")
     with pytest.raises(PriorError, match='size="31"> holds 30 values'):
         rasr_scorer(f"onnx:{mlp_path},prior_file:{tmp_path / 'bad.xml'}", 12, 30)
-    with pytest.raises(ConfigError, match="prior_file.*no such file"):
+    with pytest.raises(ConfigError, match=r"prior_file.*no such file"):
         rasr_scorer(f"onnx:{mlp_path},prior_file:{tmp_path / 'missing.txt'}", 12, 30)
     with pytest.raises(ConfigError, match="no prior_file"):
         rasr_scorer(f"onnx:{mlp_path},prior_scale:0.5", 12, 30)
@@ -200,12 +200,12 @@ def test_hot_path_errors_name_what_came_and_the_scorer_recovers(mlp_path):
         scorer.add_feature(feature=numpy.zeros(13, numpy.float32), time=0)
     with pytest.raises(FeatureError, match=r"expected shape \(12,\).*got \(1, 12\)"):
         scorer.add_feature(feature=numpy.zeros((1, 12), numpy.float32), time=0)
-    with pytest.raises(FeatureError, match="expected float32.*int32"):
+    with pytest.raises(FeatureError, match=r"expected float32.*int32"):
         scorer.add_feature(feature=numpy.zeros(12, numpy.int32), time=0)
     with pytest.raises(FeatureError, match="expected a float32 numpy array"):
         scorer.add_feature(feature="not a frame", time=0)
     scorer.add_feature(feature=x[0], time=0)
-    with pytest.raises(FeatureError, match="expected time 1 .* got time 3"):
+    with pytest.raises(FeatureError, match=r"expected time 1 .* got time 3"):
         scorer.add_feature(feature=x[1], time=3)
     with pytest.raises(ProtocolError, match="no scores: compute"):
         scorer.get_scores(time=0)
@@ -266,16 +266,16 @@ def test_non_finite_scores_name_segment_and_frame(write_model):
 
 
 def test_model_errors(write_model, mlp_path, tmp_path):
-    with pytest.raises(ModelError, match="takes features of dim 12.*feature-dimension is 13"):
+    with pytest.raises(ModelError, match=r"takes features of dim 12.*feature-dimension is 13"):
         rasr_scorer(f"onnx:{mlp_path}", 13, 30)
-    with pytest.raises(ModelError, match="gives 30 classes.*output dimension.*is 31"):
+    with pytest.raises(ModelError, match=r"gives 30 classes.*output dimension.*is 31"):
         rasr_scorer(f"onnx:{mlp_path}", 12, 31)
     logits = write_model(build_mlp(12, 30, (16,), output_kind="logits"))
-    with pytest.raises(ModelError, match="cannot tell what output 'output' holds.*Identity.*set output_kind"):
+    with pytest.raises(ModelError, match=r"cannot tell what output 'output' holds.*Identity.*set output_kind"):
         rasr_scorer(f"onnx:{logits}", 12, 30)
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"this is no protobuf")
-    with pytest.raises(ModelError, match="garbage.onnx.*cannot be read"):
+    with pytest.raises(ModelError, match=r"garbage.onnx.*cannot be read"):
         rasr_scorer(f"onnx:{garbage}", 12, 30)
 
 
@@ -287,7 +287,7 @@ def test_ambiguous_inputs_ask_for_a_name(write_model):
         "two", [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["B", "T", 4]) for name in ("a", "b")],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["B", "T", 4])])
     path = write_model(onnx_model(graph))
-    with pytest.raises(ModelError, match="several candidates for the feature input.*set input_name"):
+    with pytest.raises(ModelError, match=r"several candidates for the feature input.*set input_name"):
         rasr_scorer(f"onnx:{path}", 4, 4)
     with pytest.raises(ModelError, match=r"input\(s\) 'b'.*cannot feed"):
         rasr_scorer(f"onnx:{path},input_name:a", 4, 4)
@@ -296,15 +296,15 @@ def test_ambiguous_inputs_ask_for_a_name(write_model):
 
 
 def test_config_errors(mlp_path, tmp_path):
-    with pytest.raises(ConfigError, match="unknown config key.*'onxx'.*known keys"):
+    with pytest.raises(ConfigError, match=r"unknown config key.*'onxx'.*known keys"):
         rasr_scorer(f"onxx:{mlp_path}", 12, 30)
-    with pytest.raises(ConfigError, match="'intra_op_threads'.*got 'two'"):
+    with pytest.raises(ConfigError, match=r"'intra_op_threads'.*got 'two'"):
         rasr_scorer(f"onnx:{mlp_path},intra_op_threads:two", 12, 30)
-    with pytest.raises(ConfigError, match="'onnx': no such file.*nowhere.onnx"):
+    with pytest.raises(ConfigError, match=r"'onnx': no such file.*nowhere.onnx"):
         rasr_scorer(f"onnx:{tmp_path / 'nowhere.onnx'}", 12, 30)
-    with pytest.raises(ConfigError, match="needs action forward.*'train'"):
+    with pytest.raises(ConfigError, match=r"needs action forward.*'train'"):
         rasr_scorer(f"onnx:{mlp_path},action:train", 12, 30)
-    with pytest.raises(ConfigError, match="'output_kind'.*expected one of auto, probs"):
+    with pytest.raises(ConfigError, match=r"'output_kind'.*expected one of auto, probs"):
         rasr_scorer(f"onnx:{mlp_path},output_kind:softmax", 12, 30)
     with pytest.raises(ConfigError, match=r"'buffer_size'.*expected -1 \(whole segments\) or a number of frames > 0"):
         rasr_scorer(f"onnx:{mlp_path},buffer_size:-5", 12, 30)
@@ -422,7 +422,7 @@ def test_score_kernel_is_pinned_by_config(mlp_path):
         assert scorer.add_feature.__self__.kernel == kernel
         scores[kernel] = score_segment(scorer, x)
         numpy.testing.assert_allclose(scores[kernel], -numpy.log(bare_run(mlp_path, x)), rtol=2e-5, atol=2e-5)
-    with pytest.raises(ConfigError, match="'score_kernel'.*expected one of auto, avx512, avx2, baseline"):
+    with pytest.raises(ConfigError, match=r"'score_kernel'.*expected one of auto, avx512, avx2, baseline"):
         load_config("score_kernel:sse9")
 
 
@@ -437,7 +437,7 @@ def test_a_length_baked_into_the_graph_is_a_model_error(write_model):
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["B", "T", 3])],
         initializer=[numpy_helper.from_array(numpy.array([1, 50, 4], numpy.int64), "shape"),
                      numpy_helper.from_array(numpy.ones((4, 3), numpy.float32), "W")])
-    with pytest.raises(ModelError, match="does not run on 16 frames.*baked its example length"):
+    with pytest.raises(ModelError, match=r"does not run on 16 frames.*baked its example length"):
         rasr_scorer(f"onnx:{write_model(onnx_model(graph))}", 4, 3)
 
 

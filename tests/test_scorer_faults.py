@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional
 
 import numpy
 import pytest
@@ -29,10 +29,10 @@ class Fault(NamedTuple):
     xfail), or None."""
     config: str
     error: str
-    names: Tuple[str, ...]
-    dims: Tuple[int, int] = (INPUT_DIM, OUTPUT_DIM)
+    names: tuple[str, ...]
+    dims: tuple[int, int] = (INPUT_DIM, OUTPUT_DIM)
     bug: Optional[str] = None
-    wrongly: Tuple[str, ...] = ()
+    wrongly: tuple[str, ...] = ()
 
 
 NOT_AT_LOAD = "refused only at the first compute() (ModelError from the run), not when the model is loaded"
@@ -154,7 +154,7 @@ def _prior_files(folder: str) -> None:
             file.write("\n".join(str(v) for v in values) + "\n")
 
     text("short.txt", log_prior[:-1])
-    text("nan.txt", list(log_prior[:-1]) + [float("nan")])
+    text("nan.txt", [*log_prior[:-1], float("nan")])
     text("probabilities.txt", numpy.exp(log_prior))
     open(os.path.join(folder, "empty_prior.txt"), "w").close()
     numpy.save(os.path.join(folder, "complex.npy"), log_prior.astype(numpy.complex64) + 1j)

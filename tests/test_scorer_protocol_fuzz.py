@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import operator
 import re
-from typing import Callable, List, NamedTuple, Optional, Tuple
+from typing import Callable, ClassVar, NamedTuple, Optional
 
 import numpy
 import pytest
@@ -96,7 +96,7 @@ def _wide(values: numpy.ndarray, dtype, step: int) -> numpy.ndarray:
     return storage
 
 
-def _accepted_feature_kinds() -> List[Tuple[str, bool, Callable[[numpy.ndarray], object]]]:
+def _accepted_feature_kinds() -> list[tuple[str, bool, Callable[[numpy.ndarray], object]]]:
     """Frames RASR could send (or a caller on RASR's behalf): float32 or float64 vectors of
     length input_dim in native byte order, any strides, ndarray or buffer. Each kind is
     (label, takes float64 values, make from values)."""
@@ -106,7 +106,8 @@ def _accepted_feature_kinds() -> List[Tuple[str, bool, Callable[[numpy.ndarray],
         ("explicit little-endian float32", False, lambda v: v.astype("<f4")),
         ("strided float32 (every 3rd)", False, lambda v: _wide(v, f32, 3)[::3]),
         ("negative stride float32", False, lambda v: numpy.ascontiguousarray(v[::-1])[::-1]),
-        ("column of a C matrix", False, lambda v: numpy.ascontiguousarray(numpy.stack([v, numpy.full_like(v, 7)]).T)[:, 0]),
+        ("column of a C matrix", False,
+         lambda v: numpy.ascontiguousarray(numpy.stack([v, numpy.full_like(v, 7)]).T)[:, 0]),
         ("read-only float32", False, lambda v: _read_only(v)),
         ("memoryview float32", False, lambda v: memoryview(numpy.array(v))),
         ("memoryview strided float32", False, lambda v: memoryview(_wide(v, f32, 2))[::2]),
@@ -137,7 +138,7 @@ def _read_only(values: numpy.ndarray) -> numpy.ndarray:
     return array
 
 
-def _refused_feature_kinds(dim: int) -> List[Tuple[str, Callable[[numpy.ndarray], object]]]:
+def _refused_feature_kinds(dim: int) -> list[tuple[str, Callable[[numpy.ndarray], object]]]:
     """Arguments that are not a frame of input_dim float32/float64 values: must be refused,
     never converted."""
     return [
@@ -236,7 +237,7 @@ def count_arg(draw, right: int, allow_index_types: bool = True):
 
 # -- checking a refused call --------------------------------------------------------
 
-Check = Tuple[str, Callable[[str], bool]]
+Check = tuple[str, Callable[[str], bool]]
 
 
 def shows_value(name: str, value) -> Check:
@@ -279,14 +280,14 @@ class Scores(enum.Enum):
 class ScorerProtocol(RuleBasedStateMachine):
     """One scorer object as RASR holds it, and the model of its buffer."""
 
-    setups: List[Setup] = []
+    setups: ClassVar[list[Setup]] = []
 
     def __init__(self):
         super().__init__()
         self.setup: Optional[Setup] = None
         self.scorer = None
         self.initialized = False
-        self.frames: List[numpy.ndarray] = []   # what the buffer holds (float32 (F,) each)
+        self.frames: list[numpy.ndarray] = []   # what the buffer holds (float32 (F,) each)
         self.scores = Scores.NONE
         self.expected: Optional[numpy.ndarray] = None   # reference (T, C) of the last compute
         self.failed_since_reset = False   # a refused call since the last reset forgives its count
@@ -327,7 +328,7 @@ class ScorerProtocol(RuleBasedStateMachine):
         input_dim, output_dim = dims
         right_input = _index_value(input_dim) == INPUT_DIM and not isinstance(input_dim, numpy.integer)
         right_output = _index_value(output_dim) == OUTPUT_DIM and not isinstance(output_dim, numpy.integer)
-        call = lambda: self.scorer.init(input_dim=input_dim, output_dim=output_dim)  # noqa: E731
+        call = lambda: self.scorer.init(input_dim=input_dim, output_dim=output_dim)  # noqa: E731 - the call _attempt() makes and checks
         if right_input and right_output:
             call()
         elif isinstance(input_dim, numpy.integer) or isinstance(output_dim, numpy.integer):
@@ -356,7 +357,7 @@ class ScorerProtocol(RuleBasedStateMachine):
     def add_feature(self, feature, data):
         count = len(self.frames)
         time = data.draw(count_arg(count), label="time")
-        call = lambda: self.scorer.add_feature(feature=feature.value, time=time)  # noqa: E731
+        call = lambda: self.scorer.add_feature(feature=feature.value, time=time)  # noqa: E731 - the call _attempt() makes and checks
         what = f"add_feature(feature={feature.label}, time={time!r}) with {count} frames buffered"
         if not self.initialized:
             expect_refused(call, mentions("init"), what=what)
@@ -384,7 +385,7 @@ class ScorerProtocol(RuleBasedStateMachine):
         for frame in values:
             if 0 < self.setup.buffer_size <= len(self.frames):
                 break
-            label, wide, make = kinds[data.draw(st.integers(0, len(kinds) - 1))]
+            _, wide, make = kinds[data.draw(st.integers(0, len(kinds) - 1))]
             self.scorer.add_feature(feature=make(frame.astype(numpy.float64) if wide else frame),
                                     time=len(self.frames))
             self.frames.append(frame)
@@ -409,7 +410,7 @@ class ScorerProtocol(RuleBasedStateMachine):
     def _check_get_scores(self, time):
         index = _index_value(time)
         what = f"get_scores(time={time!r}) with {len(self.frames)} frames ({self.scores.value} scores)"
-        call = lambda: numpy.array(self.scorer.get_scores(time=time))  # noqa: E731 - RASR copies the row at once
+        call = lambda: numpy.array(self.scorer.get_scores(time=time))  # noqa: E731 - a call for _attempt(), as in the other rules; RASR copies the row at once
         if not self.initialized:
             expect_refused(call, mentions("init"), what=what)
             return
@@ -436,7 +437,7 @@ class ScorerProtocol(RuleBasedStateMachine):
         count = len(self.frames)
         num_frames = data.draw(count_arg(count), label="num_frames")
         what = f"compute(num_frames={num_frames!r}) with {count} frames"
-        call = lambda: self.scorer.compute(num_frames=num_frames)  # noqa: E731
+        call = lambda: self.scorer.compute(num_frames=num_frames)  # noqa: E731 - the call _attempt() makes and checks
         if not self.initialized:
             expect_refused(call, mentions("init"), what=what)
             return
@@ -459,7 +460,7 @@ class ScorerProtocol(RuleBasedStateMachine):
         count = len(self.frames)
         num_frames = data.draw(count_arg(count), label="num_frames")
         what = f"reset(num_frames={num_frames!r}) with {count} frames"
-        call = lambda: self.scorer.reset(num_frames=num_frames)  # noqa: E731
+        call = lambda: self.scorer.reset(num_frames=num_frames)  # noqa: E731 - the call _attempt() makes and checks
         value = _index_value(num_frames)
         if not self.initialized:
             if value == 0:

@@ -58,7 +58,8 @@ def run_scenario(name, model_path, cwd, *variant):
                     f"stderr:\n{process.stderr[-3000:]}")
     lines = process.stdout.strip().splitlines()
     assert process.returncode == 0 and lines, (
-        f"scenario {name}: rc {process.returncode}\nstdout:\n{process.stdout[-8000:]}\nstderr:\n{process.stderr[-5000:]}")
+        f"scenario {name}: rc {process.returncode}\nstdout:\n{process.stdout[-8000:]}\n"
+        f"stderr:\n{process.stderr[-5000:]}")
     return json.loads(lines[-1])
 
 

@@ -19,7 +19,7 @@ def epochs(config, num_epochs):
                                             config=config))
     schedule = sprintiface._training().schedule
     result = {epoch: schedule.epoch_segments(epoch) for epoch in range(schedule.first, schedule.last + 1)}
-    assert sum(result.values(), []) == names
+    assert [name for part in result.values() for name in part] == names
     assert sorted(result) == list(range(min(result), num_epochs + 1))
     return result
 
@@ -32,7 +32,8 @@ def test_random_is_seeded_per_epoch_and_deterministic():
     by_epoch = epochs("num_epochs:3,seq_ordering:random,seed:5", 3)
     assert all(sorted(names) == sorted(NAMES) for names in by_epoch.values())
     assert by_epoch[1] != by_epoch[2] != by_epoch[3]
-    assert segment_list("num_epochs:3,seq_ordering:random,seed:5") == sum(by_epoch.values(), [])
+    in_order = [name for part in by_epoch.values() for name in part]
+    assert segment_list("num_epochs:3,seq_ordering:random,seed:5") == in_order
     assert segment_list("num_epochs:1,seq_ordering:random,seed:6") != by_epoch[1]
 
 
@@ -75,9 +76,9 @@ def test_counting_call_changes_nothing():
 
 
 def test_errors_at_the_call():
-    with pytest.raises(ConfigError, match="needs segment lengths.*python-segment-order-with-segment-info"):
+    with pytest.raises(ConfigError, match=r"needs segment lengths.*python-segment-order-with-segment-info"):
         sprintiface.getSegmentList(corpusName="c", segmentList=NAMES, segmentsInfo=None, config="seq_ordering:sorted")
-    with pytest.raises(ConfigError, match="'seq_ordering'.*laplace:N"):
+    with pytest.raises(ConfigError, match=r"'seq_ordering'.*laplace:N"):
         sprintiface.getSegmentList(corpusName="c", segmentList=NAMES, segmentsInfo=None, config="seq_ordering:shuffle")
 
 
@@ -101,7 +102,7 @@ def test_a_bad_segments_info_entry_names_the_segment_and_what_was_expected(info,
 
 
 def test_protocol_errors_for_what_rasr_never_passes():
-    with pytest.raises(ProtocolError, match="expected segmentsInfo to be a dict.*got list"):
+    with pytest.raises(ProtocolError, match=r"expected segmentsInfo to be a dict.*got list"):
         sprintiface.getSegmentList(corpusName="c", segmentList=NAMES, segmentsInfo=[1], config="seq_ordering:sorted")
     with pytest.raises(ProtocolError, match="expected segmentList to be a list of segment names, got NoneType"):
         sprintiface.getSegmentList(corpusName="c", segmentList=None, segmentsInfo=None, config="")

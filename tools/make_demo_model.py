@@ -12,7 +12,7 @@ import sys
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, TOOLS)
 
-from onnx_models import build_demo, save_model  # noqa: E402
+from onnx_models import build_demo, save_model  # noqa: E402 - after tools/ is put on sys.path
 
 #: The file in the source tree (not the installed copy).
 SOURCE_DEMO_MODEL = os.path.join(os.path.dirname(TOOLS), "sprintiface", "models", "demo.onnx")

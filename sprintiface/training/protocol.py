@@ -53,12 +53,15 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy
 
 from sprintiface.config import Config
 from sprintiface.errors import ConfigError, TrainerError
+
+if TYPE_CHECKING:
+    from sprintiface.engine import OnnxEngine
 
 
 @dataclass
@@ -67,9 +70,10 @@ class Segment:
 
     Every array is the trainer's own (a copy: RASR reuses its buffers once a
     call returns), so a trainer may keep segments for batching.
-    ``features``: float32 (T, input_dim), C order, finite. ``alignment``: uint32 (T,) class indices or None. ``weights``:
-    float32 (T,) or None. Strings are None where RASR gave none. ``epoch``:
-    the epoch this segment belongs to.
+    ``features``: float32 (T, input_dim), C order, finite. ``alignment``:
+    uint32 (T,) class indices or None. ``weights``: float32 (T,) or None.
+    Strings are None where RASR gave none. ``epoch``: the epoch this segment
+    belongs to.
     """
 
     name: Optional[str]
@@ -103,7 +107,8 @@ class Trainer:
     #: ConfigError. False: such calls reach the trainer, as a Segment named None.
     needs_segments: bool = True
 
-    def __init__(self, config: Config, input_dim: int, output_dim: int, target_mode: str, engine=None, *,
+    def __init__(self, config: Config, input_dim: int, output_dim: int, target_mode: str,
+                 engine: Optional[OnnxEngine] = None, *,
                  allow_downsampling: bool = False, cuda_enabled: bool = False, cuda_active_gpu: int = -1):
         self.config = config
         self.input_dim = input_dim
@@ -157,13 +162,13 @@ class Trainer:
 
 
 #: Trainers that come with sprintiface, by their ``trainer`` name.
-BUILT_IN: Dict[str, str] = {
+BUILT_IN: dict[str, str] = {
     "dump": "sprintiface.training.dump:DumpTrainer",
     "torch": "sprintiface.training.torch_trainer:TorchTrainer",
 }
 
 
-def trainer_factory(config: Config):
+def trainer_factory(config: Config) -> Callable[..., Trainer]:
     """The factory (usually a Trainer subclass) ``config.trainer`` names: a built-in
     name or ``package.module:factory``."""
     name = config.trainer
@@ -173,13 +178,14 @@ def trainer_factory(config: Config):
                           f"package.module:factory; got {name!r}")
     module_name, factory_name = target.split(":", 1)
     try:
-        return getattr(importlib.import_module(module_name), factory_name)
+        factory: Callable[..., Trainer] = getattr(importlib.import_module(module_name), factory_name)
+        return factory
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"config key 'trainer': cannot load {name!r}: {error}") from None
 
 
-def make_trainer(config: Config, input_dim: int, output_dim: int, target_mode: str, engine=None,
-                 **rasr_options) -> Trainer:
+def make_trainer(config: Config, input_dim: int, output_dim: int, target_mode: str,
+                 engine: Optional[OnnxEngine] = None, **rasr_options: Any) -> Trainer:
     """The trainer ``config.trainer`` names (see :func:`trainer_factory`).
 
     ``rasr_options``: ``allow_downsampling``, ``cuda_enabled``, ``cuda_active_gpu``

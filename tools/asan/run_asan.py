@@ -36,6 +36,11 @@ SANITIZE = ["-fsanitize=address", "-fno-omit-frame-pointer", "-O1", "-g"]
 DEFAULT_TESTS = ["tests/test_scorer_protocol_fuzz.py", "tests/test_scorer_threads.py"]
 
 
+
+def _read(path: str) -> str:
+    with open(path, errors="replace") as file:
+        return file.read()
+
 def libasan() -> str:
     """Absolute path of gcc's libasan.so, or '' when gcc or the library is missing."""
     if shutil.which("gcc") is None:
@@ -99,8 +104,7 @@ def reports_a_planted_overflow(work: str, env: dict) -> bool:
             "p = libc.malloc(16); ctypes.memset(p, 0, 64)")
     probe = subprocess.run([sys.executable, "-c", code], cwd=work, env=probe_env, capture_output=True)
     found = glob.glob(probe_log + "*")
-    reported = probe.returncode != 0 and any("heap-buffer-overflow" in open(path, errors="replace").read()
-                                             for path in found)
+    reported = probe.returncode != 0 and any("heap-buffer-overflow" in _read(path) for path in found)
     for path in found:
         os.remove(path)
     return reported
@@ -114,7 +118,7 @@ def main(argv) -> int:
         print("run_asan: gcc or its libasan.so is missing; nothing was run", file=sys.stderr)
         return 2
     try:
-        import Cython  # noqa: F401
+        import Cython  # noqa: F401 - only whether it is installed
     except ImportError:
         print("run_asan: Cython is missing (pip install Cython); nothing was run", file=sys.stderr)
         return 2

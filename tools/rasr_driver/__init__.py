@@ -2,7 +2,8 @@
 
 Not part of the package: compiled on first import (Cython and a C compiler,
 which the ``test`` and ``bench`` extras bring) into a cache directory keyed by
-the sources and the Python version, and imported from there. Put ``tools/``
+the sources and the Python version (in $SPRINTIFACE_RASR_DRIVER_CACHE, else the
+temp dir), and imported from there. Put ``tools/``
 on ``sys.path`` and ``import rasr_driver``.
 """
 import hashlib
@@ -23,7 +24,9 @@ def _cache_dir() -> str:
         with open(os.path.join(_HERE, name), "rb") as file:
             digest.update(file.read())
     tag = sysconfig.get_config_var("SOABI") or f"py{sys.version_info[0]}{sys.version_info[1]}"
-    return os.path.join(tempfile.gettempdir(), f"sprintiface-rasr-driver-{digest.hexdigest()[:16]}-{tag}")
+    # The tests point TMPDIR at a folder of their own and keep the cache where it lasts.
+    parent = os.environ.get("SPRINTIFACE_RASR_DRIVER_CACHE") or tempfile.gettempdir()
+    return os.path.join(parent, f"sprintiface-rasr-driver-{digest.hexdigest()[:16]}-{tag}")
 
 
 def _build(target: str) -> None:
@@ -31,7 +34,7 @@ def _build(target: str) -> None:
     from setuptools import Extension
     from setuptools.dist import Distribution
 
-    work = tempfile.mkdtemp(prefix="sprintiface-rasr-driver-build-")
+    work = tempfile.mkdtemp(prefix="sprintiface-rasr-driver-build-", dir=os.path.dirname(target))
     extension = Extension("_rasr_driver", sources=[os.path.join(_HERE, "_rasr_driver.pyx"),
                                                    os.path.join(_HERE, "rasr_driver.c")],
                           include_dirs=[_HERE], extra_compile_args=["-O2"])
