@@ -155,9 +155,10 @@ OPTIONS: dict[str, Option] = _options(
            "starts from or reports.", minimum=1),
     Option("input_name", None, _to_str, "Name of the feature input ([B, T, F] or [T, F]); "
            "detected when the model has one float input."),
-    Option("length_name", None, _to_str, "Name of the sequence-length input ([B], int32/int64), "
-           "fed with T; detected when the model has one integer input (RETURNN: data:size1, "
-           "RASR: features-size)."),
+    Option("length_name", None, _to_str, "Name of the sequence-length input ([B] or [], int32/int64), "
+           "fed with T. Without it, the one integer input whose name reads as a length (*length*, "
+           "*size*, *len, *lens, *frames: RETURNN's data:size1, RASR's features-size, lengths, seq_len) "
+           "is fed T; any other integer input is refused (docs/models.md)."),
     Option("output_name", None, _to_str, "Name of the output ([B, T, C] or [T, C]); detected "
            "when the model has one float output of rank 2 or 3."),
     Option("output_kind", "auto", _to_str, "What the output holds: probs (softmax posteriors), "
@@ -170,10 +171,12 @@ OPTIONS: dict[str, Option] = _options(
            "once: 1 runs the graph sequentially (the default); N > 1 (or 0, ONNX Runtime's default) "
            "switches the session to parallel execution, which pays only for graphs with parallel "
            "branches.", minimum=0),
-    Option("share_weights", False, _to_bool, "true: ONNX Runtime uses the weights in place from the "
-           "memory-mapped model file instead of packing a private copy per process, so the processes "
-           "of a node share one copy, at 5-25% more compute per run. A prepared model (sprintiface "
-           "prepare) shares its pre-packed weights at full speed without this key."),
+    Option("share_weights", False, _to_bool, "true: ONNX Runtime uses the weights in place, mapped "
+           "from a node-local, read-only, content-addressed copy sprintiface writes once "
+           "(SPRINTIFACE_CACHE_DIR, else /var/tmp/sprintiface-<uid>; never the model file itself), "
+           "instead of packing a private copy per process, so the processes of a node share one copy, "
+           "at 5-25% more compute per run. A prepared model (sprintiface prepare) shares its pre-packed "
+           "weights at full speed without this key."),
     Option("score_kernel", "auto", _to_score_kernel, "Instruction set of the score loop: auto (the "
            "widest this CPU runs), avx512, avx2 or baseline (SSE2 / NEON). Pin one for bit-identical "
            "scores across a cluster of different CPUs; a kernel this CPU lacks is an error."),
@@ -339,6 +342,7 @@ class Config:
     max_frames: int
     accum_grad_multiple_step: int
     torch_threads: int
+    distributed_timeout: float
     onnx_exporter: str
     seq_ordering: str
     seed: int
