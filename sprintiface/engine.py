@@ -124,7 +124,7 @@ def _prepare_in_memory(path, input_name, output_name, length_name, output_kind):
     if not weights_stay_in_the_file():
         # This onnxruntime cannot take external weights for a model given as bytes: the
         # whole model is parsed (read privately) and handed over (held twice while loading).
-        model = graph.load(path)
+        model = onnx.load(path)
         interface = graph.prepare(model, path, input_name, output_name, length_name, output_kind)
         return interface, model
     try:

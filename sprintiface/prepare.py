@@ -94,6 +94,17 @@ def _require_onnx():
     return onnx
 
 
+def _load(onnx, path: str):
+    """The ``onnx.ModelProto`` at ``path``, its weights read in (prepare writes them anew);
+    ModelError when it cannot be read."""
+    try:
+        return onnx.load(path)
+    except FileNotFoundError:
+        raise ModelError(f"ONNX model {path!r} does not exist") from None
+    except Exception as error:  # onnx raises DecodeError, OSError, ValueError, ...
+        raise ModelError(f"ONNX model {path!r} cannot be read: {error}") from None
+
+
 def _set_metadata(model, entries: Dict[str, str]) -> None:
     kept = [(p.key, p.value) for p in model.metadata_props if p.key not in entries]
     del model.metadata_props[:]
@@ -114,7 +125,7 @@ def prepare_model(source: str, output: str, *, plain: bool = False, quantize: bo
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
         raise ModelError(f"prepare: the output's directory {directory!r} does not exist")
-    model = graph.load(source)
+    model = _load(onnx, source)
     recorded = {p.key: p.value for p in model.metadata_props}
     if plan.PLAN_KEY in recorded:  # prepared already (another form, or to quantize): its plan holds
         interface = plan.interface_from_metadata(recorded, source)
