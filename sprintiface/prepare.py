@@ -40,7 +40,7 @@ from typing import Dict, List, Optional
 
 import numpy
 
-from sprintiface import _files, graph, onnx_wire, plan
+from sprintiface import _files, graph, onnx_proto, plan
 from sprintiface.engine import packing_target
 from sprintiface.errors import ModelError
 
@@ -151,7 +151,7 @@ def _recorded_weights_name(path: str) -> "Optional[str]":
     if not os.path.isfile(path) or os.path.islink(path):
         return None
     try:
-        recorded = json.loads(onnx_wire.read_metadata(path).get(PACKED_FOR_KEY, "{}")).get("weights")
+        recorded = json.loads(onnx_proto.read_metadata(path).get(PACKED_FOR_KEY, "{}")).get("weights")
     except (ModelError, ValueError, AttributeError):
         return None
     name = os.path.basename(path)
@@ -201,7 +201,7 @@ def _save_with_external_weights(onnx, model, path: str, page: int = 4096) -> Non
     offset = 0
     with open(os.path.join(os.path.dirname(path), data_name), "wb") as data:
         for tensor in model.graph.initializer:
-            if not tensor.HasField("raw_data") or len(tensor.raw_data) < onnx_wire.EXTERNAL_MIN_BYTES:
+            if not tensor.HasField("raw_data") or len(tensor.raw_data) < onnx_proto.EXTERNAL_MIN_BYTES:
                 continue
             padding = (-offset) % page
             data.write(b"\0" * padding)
@@ -230,7 +230,7 @@ def _write_shareable(onnx, model, output, work, interface, report) -> Prepared:
     options.optimized_model_filepath = staged
     options.add_session_config_entry("session.optimized_model_external_initializers_file_name", data_name)
     options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
-                                     str(onnx_wire.EXTERNAL_MIN_BYTES))
+                                     str(onnx_proto.EXTERNAL_MIN_BYTES))
     options.add_session_config_entry("session.save_external_prepacked_constant_initializers", "1")
     try:
         onnxruntime.InferenceSession(staged_source, options, providers=["CPUExecutionProvider"])
@@ -242,10 +242,10 @@ def _write_shareable(onnx, model, output, work, interface, report) -> Prepared:
     packed_for = dict(packing_target(), weights=data_name) if data_name else packing_target()
     entries = {key: value for key, value in ((p.key, p.value) for p in model.metadata_props)}
     entries[PACKED_FOR_KEY] = json.dumps(packed_for, separators=(",", ":"))
-    written = onnx_wire.read_metadata(staged)
+    written = onnx_proto.read_metadata(staged)
     missing = {key: value for key, value in entries.items() if written.get(key) != value}
     if missing:
-        onnx_wire.append_metadata(staged, missing)
+        onnx_proto.append_metadata(staged, missing)
     os.chmod(staged, 0o644)
     sizes = {output: os.path.getsize(staged)}
     if data_name is None:
