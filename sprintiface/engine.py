@@ -133,6 +133,16 @@ def weights_stay_in_the_file() -> bool:
     return (major, minor) >= (1, 21)
 
 
+def _resident_bytes() -> Optional[int]:
+    """RssAnon + RssFile of this process (Linux), without its shared-memory (tmpfs) pages."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            fields = dict(line.split(":", 1) for line in status if line.startswith(("RssAnon", "RssFile")))
+        return sum(int(value.split()[0]) * 1024 for value in fields.values())
+    except (OSError, ValueError):
+        return None
+
+
 def _check_unchanged(model, path: str) -> None:
     """ModelError when the file ``model`` was read from (where its weights were copied from)
     was replaced or rewritten while it was: the copy may mix two models."""
@@ -214,6 +224,15 @@ class OnnxEngine:
         #: The file of weights this session maps (sprintiface's own: a prepared model's
         #: ``OUT.<id>.data`` or the node's cached copy), or None.
         self.weights_file: Optional[str] = None
+        #: Bytes of weights this load copied into a private scratch folder (plain models
+        #: without share_weights; removed once the session was made), and that folder's
+        #: root: on tmpfs (/dev/shm) the copy was memory while it lived.
+        self.private_copy_bytes = 0
+        self.private_copy_root: Optional[str] = None
+        #: This process's resident memory (RssAnon + RssFile, bytes) when the session was
+        #: made, the private copy still there, or None: with a copy on tmpfs, add
+        #: private_copy_bytes for what the load held then (for benchmarks' honest peaks).
+        self.resident_with_private_copy: Optional[int] = None
         if self.prepared:
             interface = plan.interface_from_metadata(metadata, path)
             _check_prepared(interface, input_name, output_name, length_name, output_kind)
@@ -290,15 +309,20 @@ class OnnxEngine:
                     failures.append(f"{work!r}: {error}")
                     continue
                 _check_unchanged(model, path)
+                self.private_copy_bytes = sum(weight.length for weight in weights)
+                self.private_copy_root = os.path.dirname(root)
                 if by_bytes:
                     options.add_session_config_entry("session.model_external_initializers_file_folder_path", work)
-                    return _new_session(model.SerializeToString(), path, options)
-                # Before 1.21 ONNX Runtime reads external data only next to a model file: the
-                # graph goes beside the copies (sprintiface's own folder, removed after the session).
-                graph_file = os.path.join(work, "model.onnx")
-                with open(graph_file, "xb") as out:
-                    model.write(out)
-                return _new_session(graph_file, path, options)
+                    session = _new_session(model.SerializeToString(), path, options)
+                else:
+                    # Before 1.21 ONNX Runtime reads external data only next to a model file: the
+                    # graph goes beside the copies (sprintiface's own folder, removed after the session).
+                    graph_file = os.path.join(work, "model.onnx")
+                    with open(graph_file, "xb") as out:
+                        model.write(out)
+                    session = _new_session(graph_file, path, options)
+                self.resident_with_private_copy = _resident_bytes()
+                return session
         raise ModelError(f"ONNX model {path!r}: its weights cannot be copied for loading "
                          f"({'; '.join(failures) or 'no writable /dev/shm or temp folder'})")
 
