@@ -221,7 +221,8 @@ def cold_plain(repeats, quick):
         bound = statistics.median(run["peak"] + run.get("scratch_tmpfs", 0) for run in ours_runs)
         rows += [(f"cold process CPU s, plain {described}, 100 frames vs bare onnxruntime process [{KERNEL}]",
                   ours["cpu"], bare["cpu"], 1.15),
-                 (f"cold process peak MiB (VmHWM + private copy on tmpfs), plain {described} (target: bare + 8 MiB)",
+                 (f"cold process peak MiB (max of VmHWM, load held with its tmpfs copy), plain {described} "
+                  f"(target: bare + 8 MiB)",
                   honest / MiB, bare["peak"] / MiB, (bare["peak"] + 8 * MiB) / bare["peak"]),
                  (f"  upper bound: VmHWM + the whole copy, plain {described} (pages counted twice)",
                   bound / MiB, bare["peak"] / MiB, None),
