@@ -167,6 +167,41 @@ class ColdProcess:
     track_peak_rss_mib.unit = "MiB"
 
 
+class ColdProcessPlain:
+    """A fresh process on the plain (not prepared) 40-256-500 model: import, load (no onnx:
+    sprintiface reads and cuts the graph itself), 100 frames, -log; against a bare
+    onnxruntime process on the same file. The peak is the larger of VmHWM and what the load
+    held with its private weight copy on tmpfs (memory while the session is made)."""
+
+    params = ["sprintiface-plain", "bare-onnxruntime"]
+    param_names = ["implementation"]
+    timeout = 300
+
+    def setup(self, implementation):
+        import compileall
+
+        import sprintiface
+
+        # Bytecode as a wheel install has it: no process compiles the package itself.
+        compileall.compile_dir(os.path.dirname(sprintiface.__file__), quiet=2)
+        self.model = common.model_path("small")
+        self.which = "ours" if implementation == "sprintiface-plain" else "bare"
+
+    def track_cpu_seconds(self, implementation):
+        return _measure(self.which, self.model, 500)["cpu"]
+
+    def track_peak_mib(self, implementation):
+        run = _measure(self.which, self.model, 500)
+        return max(run["peak"], run.get("held_with_copy", 0)) / 2**20
+
+    def track_private_copy_tmpfs_mib(self, implementation):
+        return _measure(self.which, self.model, 500).get("scratch_tmpfs", 0) / 2**20
+
+    track_cpu_seconds.unit = "s"
+    track_peak_mib.unit = "MiB"
+    track_private_copy_tmpfs_mib.unit = "MiB"
+
+
 class ModelMemory:
     """The 124 MB MLP 40-4x2048-9001 in one process: load peak RSS and steady PSS."""
 

@@ -7,7 +7,9 @@ Each child imports what it needs, loads MODEL, scores FRAMES random 40-dim
 frames (bare: InferenceSession.run, then -log_softmax in numpy; ours: RASR's
 calls on sprintiface), then prints one JSON line: CPU seconds (user + system,
 the whole process), peak RSS (VmHWM) and, after the work, Rss/Pss/Pss_Anon
-from /proc/self/smaps_rollup, in bytes. With ``--hold FILE`` it then waits
+from /proc/self/smaps_rollup, in bytes; ours also the bytes of a plain model's private
+weight copy (``scratch_tmpfs`` on /dev/shm, else ``scratch_disk``) and what the load held
+with it (``held_with_copy``: RssAnon + RssFile then, plus the copy). With ``--hold FILE`` it then waits
 until FILE exists and prints a second line, so that the PSS of N processes
 sharing a model is read while all N are alive. Measuring inside the child matters: a child's
 ru_maxrss as its parent sees it starts at the parent's size.
@@ -19,9 +21,13 @@ import sys
 import time
 
 
+#: What the child knows besides /proc: the bytes of a plain model's private weight copy.
+_EXTRA = {}
+
+
 def _status():
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    result = {"cpu": usage.ru_utime + usage.ru_stime}
+    result = dict(_EXTRA, cpu=usage.ru_utime + usage.ru_stime)
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("VmHWM:"):
@@ -71,6 +77,16 @@ def ours(model, frames, extra=""):
     scorer.compute(num_frames=frames)
     [scorer.get_scores(time=t) for t in range(frames)]
     scorer.reset(num_frames=frames)
+    engine = scorer._serving.engine
+    # The private copy of a plain model's weights: on tmpfs it was memory while the session
+    # was made (the load's peak), which VmHWM does not count unless the pages were mapped.
+    on_tmpfs = (engine.private_copy_root or "").startswith("/dev/shm/")
+    _EXTRA["scratch_tmpfs"] = engine.private_copy_bytes if on_tmpfs else 0
+    _EXTRA["scratch_disk"] = 0 if on_tmpfs else engine.private_copy_bytes
+    if on_tmpfs and engine.resident_with_private_copy is not None:
+        # What the load held when the session was made, the copy not yet removed: its
+        # resident memory (no tmpfs pages) plus the whole copy.
+        _EXTRA["held_with_copy"] = engine.resident_with_private_copy + engine.private_copy_bytes
     return scorer  # alive while the process measures itself
 
 

@@ -7,15 +7,13 @@ its final softmax, are :mod:`sprintiface.graph`'s; this module only runs it.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import threading
 from typing import Dict, Optional
 
 import numpy
 
-from sprintiface import onnx_wire, plan
+from sprintiface import onnx_proto, plan, weight_store
 from sprintiface.config import Config, resolve_model_path
 from sprintiface.errors import ModelError
 from sprintiface.plan import LENGTH_DTYPES, ModelInterface
@@ -108,271 +106,19 @@ def _trimming_run_options():
 
 
 def _prepare_in_memory(path, input_name, output_name, length_name, output_kind):
-    """A plain model, prepared at load: ``(interface, model)``, the ``onnx.ModelProto``
-    with the weights still in the file: each big initializer is an external-data
-    reference to its bytes in ``path`` (sprintiface.onnx_wire), read by nobody yet.
-    Only this path imports onnx."""
-    try:
-        import onnx
+    """A plain model, prepared at load: ``(interface, model)``, the
+    :class:`sprintiface.onnx_proto.ModelProto` read from ``path`` (open until the caller
+    closes it) with its cut made; its weights are not read (graph.prepare reads a cut
+    bias alone). No onnx import: sprintiface reads ONNX's wire format itself."""
+    from sprintiface import graph
 
-        from sprintiface import graph
-    except ImportError:
-        raise ModelError(
-            f"ONNX model {path!r} is not prepared, and preparing it at load needs the onnx package: "
-            f"pip install 'sprintiface[onnx]', or prepare it once with `sprintiface prepare {path} -o OUT` "
-            f"(then only onnxruntime is needed)") from None
-    if not weights_stay_in_the_file():
-        # This onnxruntime cannot take external weights for a model given as bytes: the
-        # whole model is parsed (read privately) and handed over (held twice while loading).
-        model = graph.load(path)
+    model = onnx_proto.load(path)
+    try:
         interface = graph.prepare(model, path, input_name, output_name, length_name, output_kind)
-        return interface, model
-    try:
-        model = onnx.load_from_string(onnx_wire.graph_without_weights(path))
-    except ModelError:
+    except BaseException:
+        model.close()
         raise
-    except Exception as error:  # onnx raises DecodeError and others
-        raise ModelError(f"ONNX model {path!r} cannot be read: {error}") from None
-    interface = graph.prepare(model, path, input_name, output_name, length_name, output_kind)
     return interface, model
-
-
-#: Offsets of the weights in a file ONNX Runtime maps: multiples of a page.
-_PAGE = 4096
-#: Bytes copied per read while copying or hashing weights.
-_CHUNK = 1 << 22
-
-
-def _graphs(graph) -> "list":
-    """``graph`` and the bodies of its control-flow nodes, at any depth."""
-    found, pending = [], [graph]
-    while pending:
-        current = pending.pop()
-        found.append(current)
-        for node in current.node:
-            for attribute in node.attribute:
-                if attribute.HasField("g"):
-                    pending.append(attribute.g)
-                pending.extend(attribute.graphs)
-    return found
-
-
-class _Weight:
-    """One initializer whose bytes are elsewhere: ``length`` bytes at ``offset`` of ``source``."""
-
-    __slots__ = ("tensor", "source", "offset", "length")
-
-    def __init__(self, tensor, source: str, offset: int, length: int):
-        self.tensor, self.source, self.offset, self.length = tensor, source, offset, length
-
-    def point_to(self, location: str, offset: int) -> None:
-        del self.tensor.external_data[:]
-        for key, value in (("location", location), ("offset", str(offset)), ("length", str(self.length))):
-            self.tensor.external_data.add(key=key, value=value)
-
-
-def _external_weights(model, path: str) -> "list":
-    """The initializers of ``model`` (a plain model prepared at load: its big ones point
-    into the user's file, others may point into the user's own data files) whose
-    bytes are in a file, as :class:`_Weight`; a reference outside the model's
-    directory or past a file's end is a ModelError naming both."""
-    import onnx
-
-    directory = os.path.dirname(os.path.realpath(path))
-    weights = []
-    for graph in _graphs(model.graph):
-        for tensor in graph.initializer:
-            if tensor.data_location != onnx.TensorProto.EXTERNAL:
-                continue
-            entries = {entry.key: entry.value for entry in tensor.external_data}
-            location = entries.get("location", "")
-            source = os.path.join(directory, location)
-            if not location or os.path.isabs(location) or ".." in location.replace("\\", "/").split("/"):
-                raise ModelError(f"ONNX model {path!r}: initializer {tensor.name!r} has its data in "
-                                 f"{location!r}, expected a file in the model's directory {directory!r}")
-            try:
-                offset = int(entries.get("offset", "0") or 0)
-                size = os.stat(source).st_size
-                length = int(entries["length"]) if entries.get("length") else size - offset
-            except (OSError, ValueError) as error:
-                raise ModelError(f"ONNX model {path!r}: the data of initializer {tensor.name!r} "
-                                 f"({location!r}) cannot be read: {error}") from None
-            if offset < 0 or length < 0 or offset + length > size:
-                raise ModelError(f"ONNX model {path!r}: initializer {tensor.name!r} expects {length} bytes at "
-                                 f"offset {offset} of {source!r}, which has {size} (truncated?)")
-            weights.append(_Weight(tensor, source, offset, length))
-    return weights
-
-
-class _Sources:
-    """The files weights are copied from, each opened once for ``pread`` and closed at the end."""
-
-    def __init__(self):
-        self._handles: Dict[str, int] = {}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        for handle in self._handles.values():
-            os.close(handle)
-
-    def chunks(self, weight: _Weight):
-        """The bytes of ``weight``, in pieces of at most _CHUNK (read privately, never mapped)."""
-        handle = self._handles.get(weight.source)
-        if handle is None:
-            handle = self._handles[weight.source] = os.open(weight.source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        done = 0
-        while done < weight.length:
-            chunk = os.pread(handle, min(_CHUNK, weight.length - done), weight.offset + done)
-            if not chunk:
-                raise ModelError(f"{weight.source!r} ended while its weights were read (written to meanwhile?)")
-            done += len(chunk)
-            yield chunk
-
-
-def _private_roots() -> "list":
-    """Where the weights of one load may be copied for ONNX Runtime to take, best first:
-    tmpfs (/dev/shm), so that nothing goes to disk, then the temp folder."""
-    roots = []
-    for base in ("/dev/shm", tempfile.gettempdir()):
-        if os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
-            try:
-                roots.append(_own_directory(os.path.join(base, f"sprintiface-{os.getuid()}")))
-            except OSError:
-                pass
-    return roots
-
-
-def _private_root() -> str:
-    """The first of :func:`_private_roots` (OSError when there is none)."""
-    roots = _private_roots()
-    if not roots:
-        raise OSError("no writable folder for the weights of a load (tried /dev/shm and the temp folder)")
-    return roots[0]
-
-
-def weights_cache_directory() -> str:
-    """The node-local cache of plain models' weights for ``share_weights:true``:
-    ``$SPRINTIFACE_CACHE_DIR``, else ``/var/tmp/sprintiface-<uid>``, else the temp folder's."""
-    configured = os.environ.get("SPRINTIFACE_CACHE_DIR")
-    if configured:
-        return _own_directory(configured)
-    base = "/var/tmp" if os.path.isdir("/var/tmp") and os.access("/var/tmp", os.W_OK | os.X_OK) \
-        else tempfile.gettempdir()
-    return _own_directory(os.path.join(base, f"sprintiface-{os.getuid()}"))
-
-
-def _own_directory(path: str) -> str:
-    """``path``, made (mode 0700) when missing; OSError unless it is a real directory of this user."""
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    info = os.lstat(path)
-    import stat
-
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise OSError(f"{path!r} is not a directory of this user")
-    return path
-
-
-def _copy_privately(weights, work: str) -> None:
-    """Copy each weight into a file of its own in ``work`` and point the tensor there.
-
-    One file per tensor: ONNX Runtime maps each, packs what it packs into its own
-    memory and unmaps that; the folder is removed right after the session is made,
-    so a tensor's copy lives exactly as long as a mapping of it (the packed ones'
-    go at once) and nothing is held twice.
-    """
-    with _Sources() as sources:
-        for index, weight in enumerate(weights):
-            name = f"w{index}"
-            handle = os.open(os.path.join(work, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-            try:
-                position = 0
-                for chunk in sources.chunks(weight):
-                    os.pwrite(handle, chunk, position)
-                    position += len(chunk)
-            finally:
-                os.close(handle)
-            weight.point_to(name, 0)
-
-
-def _layout(weights) -> "list":
-    """Offsets of the weights in one file, each at a page (so ONNX Runtime can map it)."""
-    offsets, position = [], 0
-    for weight in weights:
-        position += (-position) % _PAGE
-        offsets.append(position)
-        position += weight.length
-    return offsets
-
-
-def _hash_weights(weights, offsets, sources, write=None) -> str:
-    """SHA-256 of the file the weights make laid out at ``offsets`` (zeros between);
-    with ``write(position, bytes)``, the bytes are written too, in the same pass."""
-    import hashlib
-
-    digest, position = hashlib.sha256(), 0
-    for weight, offset in zip(weights, offsets):
-        digest.update(bytes(offset - position))
-        position = offset
-        for chunk in sources.chunks(weight):
-            digest.update(chunk)
-            if write is not None:
-                write(position, chunk)
-            position += len(chunk)
-    return digest.hexdigest()
-
-
-def _cached_weights(weights, path: str) -> str:
-    """The node's content-addressed, read-only copy of the weights (see docs/cluster.md),
-    made when missing; points the tensors there and returns its folder.
-
-    The copy is named by the SHA-256 of its bytes, written once under a temporary
-    name (locked; a dead writer's is removed by the next), made mode 0444 and
-    renamed: nothing ever writes a file of this name again, so every process
-    that maps it maps the same bytes, whatever happens to the user's file.
-    """
-    from sprintiface import _files
-
-    cache = weights_cache_directory()
-    offsets = _layout(weights)
-    total = offsets[-1] + weights[-1].length if weights else 0
-    with _Sources() as sources:
-        digest = _hash_weights(weights, offsets, sources)
-        final = os.path.join(cache, f"{digest}.data")
-        if not _is_complete(final, total):
-            with _files.exclusive_lock(os.path.join(cache, f".{digest}.lock")):
-                if not _is_complete(final, total):
-                    _files.remove_stale_temporaries(final)
-                    handle, temporary = _files.create_temporary(final)
-                    try:
-                        written = _hash_weights(weights, offsets, sources,
-                                                lambda position, chunk: os.pwrite(handle, chunk, position))
-                        os.ftruncate(handle, total)
-                        os.fsync(handle)
-                        os.fchmod(handle, 0o444)
-                        if written != digest:
-                            raise ModelError(f"ONNX model {path!r} changed while it was loaded; load it again")
-                        os.replace(temporary, final)
-                    except BaseException:
-                        with contextlib.suppress(OSError):
-                            os.unlink(temporary)
-                        raise
-                    finally:
-                        os.close(handle)
-    for weight, offset in zip(weights, offsets):
-        weight.point_to(os.path.basename(final), offset)
-    return cache
-
-
-def _is_complete(path: str, size: int) -> bool:
-    try:
-        return os.stat(path).st_size == size
-    except OSError:
-        return False
 
 
 def weights_stay_in_the_file() -> bool:
@@ -385,6 +131,23 @@ def weights_stay_in_the_file() -> bool:
     except ValueError:
         return True
     return (major, minor) >= (1, 21)
+
+
+def _resident_bytes() -> Optional[int]:
+    """RssAnon + RssFile of this process (Linux), without its shared-memory (tmpfs) pages."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            fields = dict(line.split(":", 1) for line in status if line.startswith(("RssAnon", "RssFile")))
+        return sum(int(value.split()[0]) * 1024 for value in fields.values())
+    except (OSError, ValueError):
+        return None
+
+
+def _check_unchanged(model, path: str) -> None:
+    """ModelError when the file ``model`` was read from (where its weights were copied from)
+    was replaced or rewritten while it was: the copy may mix two models."""
+    if not model.source_is_current():
+        raise ModelError(f"ONNX model {path!r} changed while it was loaded (replaced or rewritten); load it again")
 
 
 def _check_prepared(interface: ModelInterface, input_name, output_name, length_name, output_kind) -> None:
@@ -455,12 +218,21 @@ class OnnxEngine:
                  length_name: Optional[str] = None, output_kind: str = "auto", share_weights: bool = False):
         self.path = path
         options = session_options(intra_op_threads, inter_op_threads)
-        metadata = onnx_wire.read_metadata(path)
+        metadata = onnx_proto.read_metadata(path)
         #: Whether the model was prepared (``sprintiface prepare``): loaded with onnxruntime alone.
         self.prepared = plan.PLAN_KEY in metadata
         #: The file of weights this session maps (sprintiface's own: a prepared model's
         #: ``OUT.<id>.data`` or the node's cached copy), or None.
         self.weights_file: Optional[str] = None
+        #: Bytes of weights this load copied into a private scratch folder (plain models
+        #: without share_weights; removed once the session was made), and that folder's
+        #: root: on tmpfs (/dev/shm) the copy was memory while it lived.
+        self.private_copy_bytes = 0
+        self.private_copy_root: Optional[str] = None
+        #: This process's resident memory (RssAnon + RssFile, bytes) when the session was
+        #: made, the private copy still there, or None: with a copy on tmpfs, add
+        #: private_copy_bytes for what the load held then (for benchmarks' honest peaks).
+        self.resident_with_private_copy: Optional[int] = None
         if self.prepared:
             interface = plan.interface_from_metadata(metadata, path)
             _check_prepared(interface, input_name, output_name, length_name, output_kind)
@@ -472,7 +244,8 @@ class OnnxEngine:
             self.session = _new_session(path, path, options)
         else:
             interface, model = _prepare_in_memory(path, input_name, output_name, length_name, output_kind)
-            self.session = self._load_plain(path, model, options, share_weights)
+            with model:  # the user's file: open while its weights are copied, closed after
+                self.session = self._load_plain(path, model, options, share_weights)
             del model
         _check_session(self.session, interface)
         self.interface: ModelInterface = interface
@@ -492,9 +265,9 @@ class OnnxEngine:
         self.shared_weight_bytes = self._report_sharing(metadata.get("sprintiface.packed_for"), share_weights)
 
     def _load_plain(self, path: str, model, options, share_weights: bool):
-        """The session of a plain model whose weights are in files (see _prepare_in_memory):
-        the weights are copied out of them first, so that ONNX Runtime maps only copies
-        that are sprintiface's own (docs/cluster.md) and never the user's files.
+        """The session of a plain model (see _prepare_in_memory): its weights are copied
+        out of the user's files first (sprintiface.weight_store), so that ONNX Runtime
+        maps only copies that are sprintiface's own (docs/cluster.md), never the user's.
 
         ``share_weights``: the node's content-addressed read-only copy, used in place
         (shared by the node's processes; one copy on the node). Else a private copy
@@ -505,33 +278,51 @@ class OnnxEngine:
         from sprintiface import _files
         from sprintiface.log import logger
 
-        weights = _external_weights(model, path)
+        weights = weight_store.external_weights(model, path)
         if not weights:
             return _new_session(model.SerializeToString(), path, options)
-        if share_weights:
+        by_bytes = weights_stay_in_the_file()
+        if share_weights and not by_bytes:
+            logger.warning("%s: share_weights needs onnxruntime 1.21 or later for a model that is not prepared; "
+                           "it is loaded privately (prepare it with `sprintiface prepare` to share it)", path)
+        elif share_weights:
             _share_in_place(options)
             try:
-                folder = _cached_weights(weights, path)
+                folder = weight_store.cached_weights(weights, path)
             except OSError as error:
                 logger.warning("%s: the node's shared copy of its weights cannot be written (%s): it is loaded "
                                "privately, not shared between processes; set SPRINTIFACE_CACHE_DIR to a writable "
                                "node-local folder", path, error)
             else:
+                _check_unchanged(model, path)
                 self.weights_file = os.path.join(folder, weights[0].tensor.external_data[0].value)
                 options.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
                 return _new_session(model.SerializeToString(), path, options)
         failures = []
-        for root in _private_roots():
+        for root in weight_store.private_roots():
             root = os.path.join(root, "load")
             _files.remove_stale_scratch(root)
             with _files.scratch_directory(root) as work:
                 try:
-                    _copy_privately(weights, work)
+                    weight_store.copy_privately(weights, work)
                 except OSError as error:  # a full /dev/shm (containers have 64 MB): the next folder
                     failures.append(f"{work!r}: {error}")
                     continue
-                options.add_session_config_entry("session.model_external_initializers_file_folder_path", work)
-                return _new_session(model.SerializeToString(), path, options)
+                _check_unchanged(model, path)
+                self.private_copy_bytes = sum(weight.length for weight in weights)
+                self.private_copy_root = os.path.dirname(root)
+                if by_bytes:
+                    options.add_session_config_entry("session.model_external_initializers_file_folder_path", work)
+                    session = _new_session(model.SerializeToString(), path, options)
+                else:
+                    # Before 1.21 ONNX Runtime reads external data only next to a model file: the
+                    # graph goes beside the copies (sprintiface's own folder, removed after the session).
+                    graph_file = os.path.join(work, "model.onnx")
+                    with open(graph_file, "xb") as out:
+                        model.write(out)
+                    session = _new_session(graph_file, path, options)
+                self.resident_with_private_copy = _resident_bytes()
+                return session
         raise ModelError(f"ONNX model {path!r}: its weights cannot be copied for loading "
                          f"({'; '.join(failures) or 'no writable /dev/shm or temp folder'})")
 

@@ -1,7 +1,9 @@
 """The ONNX graph work: what a model takes and gives, and the cut of its final softmax.
 
-Pure functions on an ``onnx.ModelProto``; nothing here runs ONNX Runtime. What they decide is
-a :class:`sprintiface.plan.ModelInterface` (the plan, which needs no onnx).
+Pure functions on a ModelProto of either kind: :mod:`sprintiface.onnx_proto`'s (the
+scorer's load path, which never imports onnx) or ``onnx.ModelProto`` (``sprintiface
+prepare``, which writes with onnx); nothing here imports onnx or runs ONNX Runtime. What
+they decide is a :class:`sprintiface.plan.ModelInterface` (the plan).
 
 What a frame-synchronous acoustic model may look like:
 
@@ -34,20 +36,10 @@ from typing import Optional
 
 import numpy
 
+from sprintiface import onnx_proto
 from sprintiface.errors import ModelError
 from sprintiface.plan import (BFLOAT16, FLOAT32, KIND_OF_OP, LENGTH_DTYPES, LENGTH_NAME_PATTERNS, ModelInterface,
                               TensorInfo, looks_like_length)
-
-def load(path: str):
-    """The ModelProto at ``path``; ModelError when it cannot be read."""
-    import onnx
-
-    try:
-        return onnx.load(path)
-    except FileNotFoundError:
-        raise ModelError(f"ONNX model {path!r} does not exist") from None
-    except Exception as error:  # onnx raises DecodeError, OSError, ValueError, ...
-        raise ModelError(f"ONNX model {path!r} cannot be read: {error}") from None
 
 
 def _tensor_info(value_info) -> TensorInfo:
@@ -315,8 +307,6 @@ def _bias_add(graph, name: str, classes, base_dir: str):
     ``name``; else None. Cutting this Add too lets ONNX Runtime write the last
     MatMul straight into the score matrix (no (T, C) temporary); the score kernel
     adds the bias instead, rounding as the Add would."""
-    from onnx import numpy_helper
-
     node = _producer(graph, name)
     if node is None or node.op_type != "Add" or len(node.input) != 2 or _readers(graph, name) != 1:
         return None
@@ -326,7 +316,7 @@ def _bias_add(graph, name: str, classes, base_dir: str):
         init = initializers.get(bias_name)
         if init is None or other in initializers or init.data_type != FLOAT32:
             continue
-        bias = numpy_helper.to_array(init, base_dir)  # base_dir: where external data lives
+        bias = onnx_proto.to_array(init, base_dir)  # base_dir: where external data lives
         is_class_vector = bias.ndim >= 1 and bias.size == bias.shape[-1]
         fits = bias.shape[-1] == classes if isinstance(classes, int) else bias.shape[-1] > 1
         if is_class_vector and fits:
@@ -351,8 +341,6 @@ def cut_normalisation(model, interface: ModelInterface) -> ModelInterface:
     Returns the interface with ``served_output``, ``served_kind`` (``logits``)
     and ``logit_bias`` set; the interface unchanged when there is nothing to cut.
     """
-    from onnx import helper
-
     graph = model.graph
     output = interface.output
     final = _final_normalisation(graph, output.name)
@@ -395,8 +383,8 @@ def cut_normalisation(model, interface: ModelInterface) -> ModelInterface:
         served = f"{logits}:float32"
         while served in taken:
             served += "_"
-        graph.node.append(helper.make_node("Cast", [logits], [served], to=FLOAT32,
-                                           name=f"sprintiface_cast_{logits}_to_float32"))
+        onnx_proto.append_node(graph.node, "Cast", [logits], [served], to=FLOAT32,
+                               name=f"sprintiface_cast_{logits}_to_float32")
         logits = served
     for value_info in graph.output:
         if value_info.name == output.name:

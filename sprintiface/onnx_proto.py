@@ -27,8 +27,15 @@ The contract:
   as protobuf does; ``CopyFrom`` is not offered.
 - :meth:`ModelProto.SerializeToString` writes the model with its weights
   inline or (``weights="external"``) as external-data references to their
-  place in the source file, the way :func:`sprintiface.onnx_wire.graph_without_weights`
-  does.
+  place in the source file.
+- :func:`make_node` and :func:`make_tensor_value_info` build new messages (as
+  ``onnx.helper`` does, for the subset sprintiface writes); :func:`append_node`
+  adds a node to the node list of either kind of graph.
+- :func:`read_metadata` reads a file's ``metadata_props`` alone (skipping over
+  the graph) and :func:`append_metadata` adds entries at the file's end: what a
+  prepared model's load and ``sprintiface prepare`` need.
+
+This is sprintiface's one reader and writer of ONNX's wire format.
 - Anything unreadable (truncated, not protobuf, a field of the wrong type) is
   a :class:`sprintiface.errors.ModelError` naming the file, raised when that
   part is first decoded.
@@ -50,11 +57,12 @@ from sprintiface.errors import ModelError
 
 __all__ = ["load", "load_from_string", "to_array", "ModelProto", "GraphProto", "NodeProto", "AttributeProto",
            "TensorProto", "ValueInfoProto", "TypeProto", "TensorShapeProto", "OperatorSetIdProto",
-           "StringStringEntryProto", "EXTERNAL_MIN_BYTES"]
+           "StringStringEntryProto", "EXTERNAL_MIN_BYTES", "make_node", "make_tensor_value_info", "append_node",
+           "read_metadata", "append_metadata"]
 
 _VARINT, _FIXED64, _BYTES, _START_GROUP, _END_GROUP, _FIXED32 = 0, 1, 2, 3, 4, 5
 #: Initializers smaller than this stay inline in ``weights="external"``: shape tensors and the
-#: like, which ONNX Runtime's shape inference reads from the graph itself (as onnx_wire).
+#: like, which ONNX Runtime's shape inference reads from the graph itself.
 EXTERNAL_MIN_BYTES = 1024
 #: Bytes of the file read at once around the small fields: the headers between two
 #: initializers' raw data cost one read, the raw data itself none.
@@ -1128,6 +1136,102 @@ def load(path: Union[str, "os.PathLike[str]"]) -> ModelProto:
 def load_from_string(data: Union[bytes, bytearray, memoryview], name: str = "<bytes>") -> ModelProto:
     """The model serialized in ``data`` (kept, not copied); ``name`` names it in errors."""
     return _checked_model(_BytesSource(data, name))
+
+
+def read_metadata(path: Union[str, "os.PathLike[str]"]) -> Dict[str, str]:
+    """The ``metadata_props`` of the ONNX model at ``path`` (key -> value; of a key given
+    twice, the later entry); ModelError for a file that is not an ONNX model. Reads the
+    top level's field headers and the entries: the graph is skipped, not decoded."""
+    source = _FileSource(os.fspath(path))
+    try:
+        model = ModelProto._from_source(source, 0, source.size)
+        return {entry.key: entry.value for entry in model.metadata_props}
+    finally:
+        source.close()
+
+
+def append_metadata(path: Union[str, "os.PathLike[str]"], entries: Dict[str, str]) -> None:
+    """Add ``entries`` to the ``metadata_props`` of the model file at ``path``, in place.
+
+    Protobuf takes repeated fields in any order, so the entries are appended to the
+    file's end (a key given again: the later entry is the one read); nothing else is
+    read or rewritten. For sprintiface's own files (``prepare``'s scratch output).
+    """
+    with open(path, "ab") as file:
+        for key, value in entries.items():
+            entry = _key(1, _BYTES) + _encode_scalar(_STRING, key) + _key(2, _BYTES) + _encode_scalar(_STRING, value)
+            file.write(_key(14, _BYTES) + _encode_varint(len(entry)) + entry)
+
+
+# -- building messages ----------------------------------------------------------
+
+def _attribute_fields(name: str, value: Any) -> Dict[str, Any]:
+    """The fields of an AttributeProto named ``name`` holding ``value`` (int, float, str or
+    bytes, or a non-empty list of ints or floats); TypeError for anything else."""
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, (int, numpy.integer)):
+        return {"name": name, "type": AttributeProto.INT, "i": int(value)}
+    if isinstance(value, (float, numpy.floating)):
+        return {"name": name, "type": AttributeProto.FLOAT, "f": float(value)}
+    if isinstance(value, (str, bytes)):
+        return {"name": name, "type": AttributeProto.STRING, "s": value.encode() if isinstance(value, str) else value}
+    if isinstance(value, (list, tuple)) and value:
+        if all(isinstance(v, (int, numpy.integer)) and not isinstance(v, bool) for v in value):
+            return {"name": name, "type": AttributeProto.INTS, "ints": [int(v) for v in value]}
+        if all(isinstance(v, (int, float, numpy.integer, numpy.floating)) for v in value):
+            return {"name": name, "type": AttributeProto.FLOATS, "floats": [float(v) for v in value]}
+    raise TypeError(f"attribute {name!r}: expected an int, float, str, bytes or a list of ints or floats, "
+                    f"got {value!r}")
+
+
+def _fill_node(node: Any, op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: Optional[str],
+               domain: Optional[str], attributes: Dict[str, Any]) -> Any:
+    node.op_type = op_type
+    node.input.extend(inputs)
+    node.output.extend(outputs)
+    if name:
+        node.name = name
+    if domain is not None:
+        node.domain = domain
+    for key in sorted(attributes):  # onnx.helper's order: attributes by name
+        node.attribute.add(**_attribute_fields(key, attributes[key]))
+    return node
+
+
+def make_node(op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: Optional[str] = None,
+              domain: Optional[str] = None, **attributes: Any) -> NodeProto:
+    """A new NodeProto, as ``onnx.helper.make_node`` makes it (attributes by name, their
+    type from the value: int, float, str/bytes, or a list of ints or floats)."""
+    return _fill_node(NodeProto(), op_type, inputs, outputs, name, domain, attributes)  # type: ignore[no-any-return]
+
+
+def append_node(nodes: Any, op_type: str, inputs: Sequence[str], outputs: Sequence[str],
+                name: Optional[str] = None, domain: Optional[str] = None, **attributes: Any) -> Any:
+    """Append a node made as :func:`make_node` makes it to ``nodes``, the ``node`` list of a
+    graph of either kind (onnx_proto's or onnx's: both give ``add()``), and return it.
+    Code that works on both kinds of model adds nodes through this."""
+    return _fill_node(nodes.add(), op_type, inputs, outputs, name, domain, attributes)
+
+
+def make_tensor_value_info(name: str, elem_type: int, shape: Optional[Sequence[Union[int, str, None]]]
+                           ) -> ValueInfoProto:
+    """A new ValueInfoProto of a tensor, as ``onnx.helper.make_tensor_value_info`` makes it:
+    ``shape`` None for an unknown rank, else one entry per axis (an int: its size; a str:
+    a symbolic size; None: unknown)."""
+    value_info = ValueInfoProto(name=name)
+    tensor_type = value_info.type.tensor_type
+    tensor_type.elem_type = elem_type
+    if shape is not None:
+        dims = tensor_type.shape.dim
+        tensor_type.shape.ClearField("dim")  # present, and empty for a scalar
+        for size in shape:
+            dim = dims.add()
+            if isinstance(size, str):
+                dim.dim_param = size
+            elif size is not None:
+                dim.dim_value = size
+    return value_info
 
 
 # -- tensors as arrays ------------------------------------------------------------

@@ -40,7 +40,7 @@ from typing import Dict, List, Optional
 
 import numpy
 
-from sprintiface import _files, graph, onnx_wire, plan
+from sprintiface import _files, graph, onnx_proto, plan
 from sprintiface.engine import packing_target
 from sprintiface.errors import ModelError
 
@@ -94,6 +94,17 @@ def _require_onnx():
     return onnx
 
 
+def _load(onnx, path: str):
+    """The ``onnx.ModelProto`` at ``path``, its weights read in (prepare writes them anew);
+    ModelError when it cannot be read."""
+    try:
+        return onnx.load(path)
+    except FileNotFoundError:
+        raise ModelError(f"ONNX model {path!r} does not exist") from None
+    except Exception as error:  # onnx raises DecodeError, OSError, ValueError, ...
+        raise ModelError(f"ONNX model {path!r} cannot be read: {error}") from None
+
+
 def _set_metadata(model, entries: Dict[str, str]) -> None:
     kept = [(p.key, p.value) for p in model.metadata_props if p.key not in entries]
     del model.metadata_props[:]
@@ -114,7 +125,7 @@ def prepare_model(source: str, output: str, *, plain: bool = False, quantize: bo
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory):
         raise ModelError(f"prepare: the output's directory {directory!r} does not exist")
-    model = graph.load(source)
+    model = _load(onnx, source)
     recorded = {p.key: p.value for p in model.metadata_props}
     if plan.PLAN_KEY in recorded:  # prepared already (another form, or to quantize): its plan holds
         interface = plan.interface_from_metadata(recorded, source)
@@ -140,7 +151,7 @@ def _recorded_weights_name(path: str) -> "Optional[str]":
     if not os.path.isfile(path) or os.path.islink(path):
         return None
     try:
-        recorded = json.loads(onnx_wire.read_metadata(path).get(PACKED_FOR_KEY, "{}")).get("weights")
+        recorded = json.loads(onnx_proto.read_metadata(path).get(PACKED_FOR_KEY, "{}")).get("weights")
     except (ModelError, ValueError, AttributeError):
         return None
     name = os.path.basename(path)
@@ -190,7 +201,7 @@ def _save_with_external_weights(onnx, model, path: str, page: int = 4096) -> Non
     offset = 0
     with open(os.path.join(os.path.dirname(path), data_name), "wb") as data:
         for tensor in model.graph.initializer:
-            if not tensor.HasField("raw_data") or len(tensor.raw_data) < onnx_wire.EXTERNAL_MIN_BYTES:
+            if not tensor.HasField("raw_data") or len(tensor.raw_data) < onnx_proto.EXTERNAL_MIN_BYTES:
                 continue
             padding = (-offset) % page
             data.write(b"\0" * padding)
@@ -219,7 +230,7 @@ def _write_shareable(onnx, model, output, work, interface, report) -> Prepared:
     options.optimized_model_filepath = staged
     options.add_session_config_entry("session.optimized_model_external_initializers_file_name", data_name)
     options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
-                                     str(onnx_wire.EXTERNAL_MIN_BYTES))
+                                     str(onnx_proto.EXTERNAL_MIN_BYTES))
     options.add_session_config_entry("session.save_external_prepacked_constant_initializers", "1")
     try:
         onnxruntime.InferenceSession(staged_source, options, providers=["CPUExecutionProvider"])
@@ -231,10 +242,10 @@ def _write_shareable(onnx, model, output, work, interface, report) -> Prepared:
     packed_for = dict(packing_target(), weights=data_name) if data_name else packing_target()
     entries = {key: value for key, value in ((p.key, p.value) for p in model.metadata_props)}
     entries[PACKED_FOR_KEY] = json.dumps(packed_for, separators=(",", ":"))
-    written = onnx_wire.read_metadata(staged)
+    written = onnx_proto.read_metadata(staged)
     missing = {key: value for key, value in entries.items() if written.get(key) != value}
     if missing:
-        onnx_wire.append_metadata(staged, missing)
+        onnx_proto.append_metadata(staged, missing)
     os.chmod(staged, 0o644)
     sizes = {output: os.path.getsize(staged)}
     if data_name is None:

@@ -19,7 +19,7 @@ def test_shipped_demo_model_is_what_the_script_makes(tmp_path):
 
 
 def test_the_shipped_demo_model_is_prepared():
-    from sprintiface.onnx_wire import read_metadata
+    from sprintiface.onnx_proto import read_metadata
 
     assert "sprintiface.plan" in read_metadata(DEMO_MODEL)
 

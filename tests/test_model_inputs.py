@@ -12,7 +12,7 @@ from onnx_models import build_blstm, build_head
 
 from sprintiface import ModelError
 from sprintiface.cli import main
-from sprintiface.onnx_wire import append_metadata, read_metadata
+from sprintiface.onnx_proto import append_metadata, read_metadata
 from sprintiface.plan import PLAN_KEY, PLAN_VERSION
 from sprintiface.prepare import prepare_model
 

@@ -226,19 +226,20 @@ def test_shared_copy_is_content_addressed_read_only_and_used_by_each_job(tmp_pat
 def test_a_load_leaves_no_copy_behind_and_cleans_a_dead_ones(tmp_path, write_model):
     """The private copy of a load (share_weights:false) is gone once the session is made;
     one that a killed load left is removed by the next load."""
-    from sprintiface.engine import _private_root
+    from sprintiface.weight_store import private_root
 
     path = write_model(build_mlp(INPUT_DIM, OUTPUT_DIM, (64,), seed=10))
-    root = _private_root()
+    root = private_root()
     before = set(os.listdir(root))
     code = ("import os, signal, sys\n"
-            "import sprintiface.engine as engine\n"
-            "real = engine._copy_privately\n"
+            "import sprintiface.weight_store as weight_store\n"
+            "real = weight_store.copy_privately\n"
             "def copy_and_die(weights, work):\n"
             "    real(weights, work)\n"
             "    os.kill(os.getpid(), signal.SIGKILL)\n"
-            "engine._copy_privately = copy_and_die\n"
-            f"engine.OnnxEngine({path!r})\n")
+            "weight_store.copy_privately = copy_and_die\n"
+            "from sprintiface.engine import OnnxEngine\n"
+            f"OnnxEngine({path!r})\n")
     killed = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     killed.communicate(timeout=120)
     assert killed.returncode == -9

@@ -14,7 +14,7 @@ from onnx_models import build_blstm, build_mlp
 
 from sprintiface import ModelError
 from sprintiface.cli import main
-from sprintiface.onnx_wire import append_metadata, read_metadata
+from sprintiface.onnx_proto import append_metadata, read_metadata
 
 WITHOUT_ONNX = textwrap.dedent("""
     import sys, numpy
@@ -67,14 +67,20 @@ def test_preparing_again_replaces_the_weights_file(tmp_path, mlp_path):
     assert engine.shared_weight_bytes > 0
 
 
-def test_a_plain_model_without_onnx_says_how_to_go_on(mlp_path, tmp_path):
+def test_without_onnx_a_plain_model_loads_and_prepare_says_what_it_needs(mlp_path, tmp_path):
+    """onnx is needed to write a prepared model only: a plain one loads without it."""
     code = ("import sys; sys.modules['onnx'] = None\n"
             "from sprintiface.config import load_config\nfrom sprintiface.engine import OnnxEngine\n"
-            f"OnnxEngine.from_config(load_config('onnx:{mlp_path}'))")
+            f"engine = OnnxEngine.from_config(load_config('onnx:{mlp_path}'))\n"
+            "print(engine.prepared, engine.kind)\n"
+            "from sprintiface.prepare import prepare_model\n"
+            f"prepare_model({mlp_path!r}, {str(tmp_path / 'out.onnx')!r})\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.stdout.split() == ["False", "logits"], result.stderr[-2000:]
     assert result.returncode == 1
-    assert "ModelError" in result.stderr and "sprintiface prepare" in result.stderr and "sprintiface[onnx]" in \
-        result.stderr
+    assert "ModelError" in result.stderr and "preparing a model needs the onnx package" in result.stderr and \
+        "sprintiface[onnx]" in result.stderr
+    assert not os.path.exists(tmp_path / "out.onnx")
 
 
 def test_prepared_plan_wins_over_config_and_damage_is_named(tmp_path, mlp_path):

@@ -6,16 +6,13 @@ Each variant runs in a fresh child process (medians of N interleaved runs, CPU =
 user + system of the child, peak = its ru_maxrss):
 
 - ``bare``: onnxruntime loads the file and runs 100 frames (the issue's baseline);
-- ``onnx``: today's load path: ``import onnx``, the graph without weights
-  (onnx_wire) parsed by onnx, graph.prepare, the result to ONNX Runtime (weights
-  from the file), 100 frames;
-- ``onnx_proto``: the same with sprintiface.onnx_proto (``weights="external"``);
+- ``onnx``: the earlier load path: ``import onnx``, the graph parsed by onnx without its
+  weights (``load_external_data=False`` reads them inline, though), graph.prepare, the
+  result to ONNX Runtime, 100 frames;
+- ``onnx_proto``: the load path: sprintiface.onnx_proto (``weights="external"``);
 - ``parse:onnx`` / ``parse:onnx_proto``: only parse the whole file and prepare,
   no ONNX Runtime (``onnx.load`` reads every weight into the process).
 
-graph.py's ``_bias_add`` still imports ``onnx.numpy_helper``; until it calls
-``onnx_proto.to_array``, the onnx_proto variants give it a stand-in module whose
-``numpy_helper.to_array`` is ``onnx_proto.to_array`` (the change graph.py needs).
 Without MODEL, the benchmarks' 124 MB MLP (40 -> 4x2048 -> 9001) is made in /tmp.
 """
 from __future__ import annotations
@@ -26,13 +23,6 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-_STANDIN = """
-import sys, types
-from sprintiface import onnx_proto
-standin = types.ModuleType("onnx"); standin.numpy_helper = types.SimpleNamespace(to_array=onnx_proto.to_array)
-sys.modules["onnx"] = standin
-"""
 
 _RUN = """
 import numpy, onnxruntime
@@ -58,12 +48,12 @@ scores = -numpy.log(out)
 """,
     "onnx": """
 import onnx
-from sprintiface import graph, onnx_wire
-model = onnx.load_from_string(onnx_wire.graph_without_weights(path))
+from sprintiface import graph
+model = onnx.load(path, load_external_data=False)
 interface = graph.prepare(model, path)
 data = model.SerializeToString()
 """ + _RUN,
-    "onnx_proto": _STANDIN + """
+    "onnx_proto": """
 from sprintiface import graph, onnx_proto
 model = onnx_proto.load(path)
 interface = graph.prepare(model, path)
@@ -75,7 +65,7 @@ from sprintiface import graph
 model = onnx.load(path)
 interface = graph.prepare(model, path)
 """,
-    "parse:onnx_proto": _STANDIN + """
+    "parse:onnx_proto": """
 from sprintiface import graph, onnx_proto
 model = onnx_proto.load(path)
 interface = graph.prepare(model, path)
