@@ -116,3 +116,41 @@ def test_every_load_packs_the_originals_and_checks_the_packed_blob(tmp_path, wri
     # Both intact: the same scores, bit for bit, from a copy as from the prepared pair.
     intact, _ = _copy_pair(out, data, str(tmp_path / "intact"))
     assert numpy.array_equal(make_engine(intact).forward(x), reference)
+
+
+def _mapped_ranges(path):
+    """(file offset, length) of this process's mappings of ``path``."""
+    import re
+
+    target, ranges = os.path.realpath(path), []
+    with open("/proc/self/smaps", encoding="utf-8") as smaps:
+        for line in smaps:
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                parts = line.split(None, 5)
+                if len(parts) == 6 and parts[5].strip() == target:
+                    start, end = (int(value, 16) for value in parts[0].split("-"))
+                    ranges.append((int(parts[2], 16), end - start))
+    return ranges
+
+
+def _pages(spans):
+    """The page numbers of the file that the (offset, length) spans touch."""
+    return {page for offset, length in spans if length
+            for page in range(offset // PAGE, (offset + length - 1) // PAGE + 1)}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads Linux's /proc/self/smaps")
+def test_a_loaded_job_maps_the_packed_blobs_and_not_the_originals_they_replace(tmp_path, write_model):
+    _, out = _prepare(tmp_path, write_model)
+    entries, data = _external(out)
+    engine = make_engine(out)
+    mapped = _pages(_mapped_ranges(data))
+    used = _pages([blob for _, blobs in entries.values() for blob in blobs] +
+                  [original for original, blobs in entries.values() if not blobs])  # blobs, unpacked ones
+    replaced = _pages([original for original, blobs in entries.values() if blobs]) - used
+    assert replaced  # pages that hold nothing but originals of packed weights exist in this model
+    assert mapped, "the prepared model's weights are not mapped from its weights file"
+    assert mapped <= used  # a job maps the blobs (and what is used unpacked) ...
+    assert not mapped & replaced  # ... and none of the originals the blobs replace, once loaded
+    assert _pages([blob for _, blobs in entries.values() for blob in blobs]) <= mapped  # every blob in use
+    del engine
