@@ -224,6 +224,24 @@ class ModelMemory:
     track_steady_pss_mib.unit = "MiB"
 
 
+class PreparedSize:
+    """Bytes `prepare` writes for the 124 MB MLP (OUT plus its weights file) per byte of the model."""
+
+    params = ["shareable", "plain"]  # noqa: RUF012 - asv reads lists
+    param_names = ["form"]  # noqa: RUF012
+    timeout = 600
+
+    def track_size_vs_model(self, form):
+        from sprintiface.onnx_wire import read_metadata
+
+        path = common.prepared_path("big", form)
+        weights = json.loads(read_metadata(path).get("sprintiface.packed_for", "{}")).get("weights")
+        size = os.path.getsize(path) + (os.path.getsize(os.path.join(os.path.dirname(path), weights)) if weights else 0)
+        return size / os.path.getsize(common.model_path("big"))
+
+    track_size_vs_model.unit = "ratio"
+
+
 class SharedWeights:
     """Total PSS of N processes on the 124 MB MLP: one prepared model vs N bare processes."""
 

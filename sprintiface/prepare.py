@@ -14,7 +14,10 @@ loading it needs onnxruntime and numpy only. Two forms:
   (``sprintiface.packed_for``); where they differ, ONNX Runtime notices (its
   packed blobs are keyed by a hash of what it packs itself) and packs a private
   copy instead — scores stay right, the weights are then not shared, and
-  sprintiface says so at load. Prepare once per CPU type of a cluster.
+  sprintiface says so at load. Prepare once per CPU type of a cluster. The weights file
+  holds each packed weight twice, the original and the blob: ONNX Runtime (1.32) packs
+  the original at every load to find the blob by that hash and checks the blob against
+  it, so a job reads both and keeps only the blob mapped (tests/test_shareable_weights.py).
 - **plain** (``--plain``): one self-contained file, weights inline.
 
 ``--quantize`` makes the weights int8 (ONNX Runtime's dynamic quantization)
