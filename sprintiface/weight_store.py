@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from typing import Iterator
 
 from sprintiface import onnx_proto
 from sprintiface.errors import ModelError
@@ -133,23 +134,25 @@ class _Sources:
             yield chunk
 
 
-def private_roots() -> list:
+def private_roots() -> Iterator[str]:
     """Where the weights of one load may be copied for ONNX Runtime to take, best first:
-    tmpfs (/dev/shm), so that nothing goes to disk, then the temp folder."""
-    roots = []
+    tmpfs (/dev/shm), so that nothing goes to disk, then the temp folder. Each folder is
+    made only when the caller asks for it: a load that fits in /dev/shm leaves nothing
+    in the temp folder."""
     for base in ("/dev/shm", tempfile.gettempdir()):
         if os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
-            with contextlib.suppress(OSError):
-                roots.append(_own_directory(os.path.join(base, f"sprintiface-{os.getuid()}")))
-    return roots
+            try:
+                root = _own_directory(os.path.join(base, f"sprintiface-{os.getuid()}"))
+            except OSError:
+                continue
+            yield root
 
 
 def private_root() -> str:
     """The first of :func:`private_roots` (OSError when there is none)."""
-    roots = private_roots()
-    if not roots:
-        raise OSError("no writable folder for the weights of a load (tried /dev/shm and the temp folder)")
-    return roots[0]
+    for root in private_roots():
+        return root
+    raise OSError("no writable folder for the weights of a load (tried /dev/shm and the temp folder)")
 
 
 def weights_cache_directory() -> str:

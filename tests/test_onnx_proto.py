@@ -192,7 +192,8 @@ def test_graph_prepare_gives_the_same_interface_and_outputs(name, tmp_path):
         onnx.save_model(build(), path, save_as_external_data=True, location=f"{name}.data", size_threshold=64)
     else:
         save_model(build(), path)
-    assert_same(onnx_proto.load(path), onnx.load(path, load_external_data=False))
+    with onnx_proto.load(path) as first:
+        assert_same(first, onnx.load(path, load_external_data=False))
     theirs = onnx.load(path)  # its weights read in
     with onnx_proto.load(path) as ours:
         assert _same_interface(graph.describe(ours, path, **options), graph.describe(theirs, path, **options))
