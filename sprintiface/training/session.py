@@ -54,9 +54,10 @@ from typing import Callable, Optional
 
 import numpy
 
+from sprintiface._checks import checked_int
 from sprintiface.config import Config, load_config
 from sprintiface.errors import ConfigError, FeatureError, ProtocolError, SprintifaceError, TrainerError
-from sprintiface.log import configure_logging, logger
+from sprintiface.log import TRAINER_SEGMENT_LEVEL, configure_logging, logger
 from sprintiface.training.protocol import Segment, Trainer, make_trainer, trainer_factory
 from sprintiface.training.schedule import EpochSchedule, done_marker, first_epoch, last_finished_epoch
 
@@ -148,20 +149,14 @@ class TrainingProcess:
         return self.config.num_epochs
 
 
-def _dimension(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value <= 0:
-        raise ProtocolError(f"init: expected {name} to be an integer > 0, got {value!r}")
-    return int(value)
-
-
 class TrainingSession:
     """State of one RASR PythonTrainer run (see the module docstring)."""
 
     def __init__(self, input_dim, output_dim, config, target_mode: str, allow_downsampling: bool = False,
                  cuda_enabled: bool = False, cuda_active_gpu: int = -1,
                  schedule: Optional[EpochSchedule] = None):
-        self.input_dim = _dimension(input_dim, "inputDim")
-        self.output_dim = _dimension(output_dim, "outputDim")
+        self.input_dim = checked_int(input_dim, "inputDim", where="init", minimum=1)
+        self.output_dim = checked_int(output_dim, "outputDim", where="init", minimum=1)
         if config is not None and not isinstance(config, (str, Config)):
             raise ProtocolError(f"init: expected config to be the pymod-config string, got {type(config).__name__}")
         self.config: Config = config if isinstance(config, Config) else load_config(config)
@@ -318,9 +313,9 @@ class TrainingSession:
                        targets.get("speaker_gender"))
 
     def _log_segment(self, segment: Segment, what: str) -> None:
-        """The one INFO line per segment (log_level:info) on RASR's stderr."""
-        logger.info("segment %d %r, epoch %d: %d frames, %s", self.segments, segment.name, segment.epoch,
-                    segment.num_frames, what)
+        """The one line per segment, at :data:`~sprintiface.log.TRAINER_SEGMENT_LEVEL`, on RASR's stderr."""
+        logger.log(TRAINER_SEGMENT_LEVEL, "segment %d %r, epoch %d: %d frames, %s", self.segments, segment.name,
+                   segment.epoch, segment.num_frames, what)
 
     # -- epochs -------------------------------------------------------------------
 
