@@ -45,8 +45,6 @@ import torch.distributed as dist
 from sprintiface.errors import ConfigError, TrainerError
 from sprintiface.log import logger
 
-#: The launcher's variables, in the order they are checked.
-ENVIRONMENT = ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT")
 #: Keys of the rendezvous store: each process's arrival, process 0's verdict, the others' receipt of it.
 STARTED, MISSING, TOLD, OUTCOME = "sprintiface/started/", "sprintiface/missing", "sprintiface/told/", \
     "sprintiface/outcome/"
