@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 
 import numpy
 
+from sprintiface import hdf_layout
 from sprintiface.config import Config
 from sprintiface.errors import ConfigError, TrainerError
 from sprintiface.log import logger
@@ -187,20 +188,20 @@ class DumpTrainer(Trainer):
             self._file = h5py.File(self._io, "w", rdcc_nbytes=1 << 20, rdcc_w0=1.0)
             string = h5py.string_dtype("utf-8")
             self._inputs = self._file.create_dataset(
-                "inputs", (0, input_dim), "float32", maxshape=(None, input_dim),
+                hdf_layout.INPUTS, (0, input_dim), "float32", maxshape=(None, input_dim),
                 chunks=(max(1, 65536 // input_dim), input_dim))
-            self._tags = self._file.create_dataset("seqTags", (0,), string, maxshape=(None,), chunks=(1024,))
+            self._tags = self._file.create_dataset(hdf_layout.SEQ_TAGS, (0,), string, maxshape=(None,), chunks=(1024,))
             self._lengths = self._file.create_dataset(
-                "seqLengths", (0, 1 + len(self.keys)), "int32", maxshape=(None, 1 + len(self.keys)),
+                hdf_layout.SEQ_LENGTHS, (0, 1 + len(self.keys)), "int32", maxshape=(None, 1 + len(self.keys)),
                 chunks=(1024, 1 + len(self.keys)))
             dtypes = {"classes": "int32", "weights": "float32", "loss": "float32"}
             self._targets = {
-                key: self._file.create_dataset(f"targets/data/{key}", (0,), dtypes.get(key, "uint8"),
+                key: self._file.create_dataset(hdf_layout.target_data(key), (0,), dtypes.get(key, "uint8"),
                                                maxshape=(None,), chunks=(65536,))
                 for key in self.keys
             }
-            size = self._file.require_group("targets/size")
-            labels = self._file.require_group("targets/labels")
+            size = self._file.require_group(hdf_layout.TARGETS_SIZE)
+            labels = self._file.require_group(hdf_layout.TARGETS_LABELS)
             for key, (dim, ndim) in self.keys.items():
                 size.attrs[key] = numpy.array([dim, ndim], dtype="int32")
                 labels.create_dataset(key, (0,), string)
@@ -316,9 +317,9 @@ class DumpTrainer(Trainer):
         """Write the counts, close the HDF5 file and sync it (a failure lands in ``_io.error``)."""
         file, self._file = self._file, None
         try:
-            file.attrs["inputPattSize"] = self.input_dim
-            file.attrs["numSeqs"] = self.num_segments
-            file.attrs["numTimesteps"] = self.num_frames
+            file.attrs[hdf_layout.INPUT_PATT_SIZE] = self.input_dim
+            file.attrs[hdf_layout.NUM_SEQS] = self.num_segments
+            file.attrs[hdf_layout.NUM_TIMESTEPS] = self.num_frames
         finally:
             file.close()
         self._io.sync()
