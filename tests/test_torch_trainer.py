@@ -134,7 +134,8 @@ def test_the_export_scores_like_the_pytorch_model_in_eval_mode(tmp_path, exporte
 
     # the PyTorch model of the checkpoint, in eval mode, against the scorer on the export
     namespace = {}
-    exec(compile(open(model_file).read(), model_file, "exec"), namespace)
+    with open(model_file, encoding="utf-8") as file:
+        exec(compile(file.read(), model_file, "exec"), namespace)
     reference = namespace["get_model"](1)
     reference.load_state_dict(checkpoint(prefix, 1)["model"])
     reference.eval()
@@ -369,7 +370,7 @@ def test_train_step_for_target_modes_without_alignments(tmp_path):
         sprintiface.feedInputAndTargetSegmentOrth(features=fortran(features), targetSegmentOrth=orthography,
                                                   weights=None, segmentName=name)
     sprintiface.exit()
-    assert trainer.model_file.module.SEEN == [(1, ["hi ", "hello world "], (2, 7, INPUT_DIM), [7, 5], None),
+    assert trainer.user_code.module.SEEN == [(1, ["hi ", "hello world "], (2, 7, INPUT_DIM), [7, 5], None),
                                               (1, ["x "], (1, 3, INPUT_DIM), [3], None)]
     assert checkpoint(tmp_path / "am", 1)["step"] == 2
 
