@@ -68,7 +68,7 @@ def test_check_model_takes_the_scorers_path(exported, name, exporter, capsys):
 
 def test_logits_need_output_kind(exported):
     outdir, _ = exported
-    with pytest.raises(ModelError, match="cannot tell what output 'output' holds.*set output_kind"):
+    with pytest.raises(ModelError, match=r"cannot tell what output 'output' holds.*set output_kind"):
         rasr_scorer(f"onnx:{outdir / 'mlp_logits.ts.onnx'}", 12, 30)
 
 

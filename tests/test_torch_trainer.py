@@ -382,7 +382,7 @@ def test_model_file_and_target_mode_errors_name_what_is_missing(tmp_path):
         rasr_init(base)
     with pytest.raises(ConfigError, match="needs config key 'model'"):
         rasr_init(f"action:train,trainer:torch,model_file:{write(tmp_path, MLP_FILE)}")
-    with pytest.raises(ConfigError, match="'model_file': no such file 'nowhere.py'"):
+    with pytest.raises(ConfigError, match=r"'model_file': no such file 'nowhere.py'"):
         rasr_init(base + ",model_file:nowhere.py")
     broken = write(tmp_path, "import torch\ndef get_model(epoch):\n    return (\n", "broken.py")
     with pytest.raises(ConfigError, match=r"(?s)model_file '.*broken.py' failed to load.*SyntaxError"):
@@ -391,7 +391,7 @@ def test_model_file_and_target_mode_errors_name_what_is_missing(tmp_path):
         rasr_init(f"{base},model_file:{write(tmp_path, 'x = 1', 'empty.py')}")
     with pytest.raises(ConfigError, match=r"get_model\(\) takes parameter 'size', which sprintiface does not give"):
         rasr_init(f"{base},model_file:{write(tmp_path, 'def get_model(size): pass', 'size.py')}")
-    with pytest.raises(ConfigError, match="target mode target-segment-orth gives no frame targets.*define train_step"):
+    with pytest.raises(ConfigError, match=r"target mode target-segment-orth gives no frame targets.*define train_step"):
         rasr_init(f"{base},model_file:{write(tmp_path, MLP_FILE)}", "target-segment-orth")
 
     features, labels = synthetic_segment("x", INPUT_DIM, CLASSES)
@@ -406,8 +406,8 @@ def test_model_file_and_target_mode_errors_name_what_is_missing(tmp_path):
     failing = write(tmp_path, "def get_model(epoch):\n    raise ValueError('no such layer')\n", "failing.py")
     rasr_init(f"{base},model_file:{failing}")
     first_segment_fails(r"(?s)get_model\(\) in model_file '.*failing.py' failed.*no such layer")
-    no_lengths = write(tmp_path, MLP_FILE.replace("def forward(self, features, lengths):", "def forward(self, features):"),
-                       "no_lengths.py")
+    no_lengths = write(tmp_path, MLP_FILE.replace("def forward(self, features, lengths):",
+                                                  "def forward(self, features):"), "no_lengths.py")
     rasr_init(f"{base},model_file:{no_lengths}")
     first_segment_fails(r"cannot be called as forward\(features, lengths\).*give forward a lengths")
     wrong = write(tmp_path, MLP_FILE.replace("CLASSES = 12, 6", "CLASSES = 12, 7"), "wrong.py")
@@ -416,7 +416,7 @@ def test_model_file_and_target_mode_errors_name_what_is_missing(tmp_path):
     rasr_init(f"{base},model_file:{write(tmp_path, MLP_FILE)},start_epoch:4")
     first_segment_fails(r"starts at epoch 4 \(start_epoch\).*checkpoint '.*am.003.pt' does not")
     rasr_init(f"{base},model_file:{write(tmp_path, MLP_FILE)}", "target-generic")
-    with pytest.raises(TrainerError, match="segment 'x' .target-generic. has no alignment.*define train_step"):
+    with pytest.raises(TrainerError, match=r"segment 'x' .target-generic. has no alignment.*define train_step"):
         sprintiface.feedInputAndTarget(features=fortran(features), weights=None, segmentName="x",
                                        orthography="a b ", alignment=None)
 
@@ -482,7 +482,7 @@ def test_two_processes_on_uneven_partitions_train_one_model(tmp_path, mode):
     finally:
         for process in processes:
             process.kill()
-    for process, (out, err) in zip(processes, outputs):
+    for process, (_, err) in zip(processes, outputs):
         assert process.returncode == 0, err
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     assert results[0]["digest"] == results[1]["digest"]
