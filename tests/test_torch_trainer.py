@@ -117,6 +117,33 @@ def test_demo_train_recognises_with_its_exports_and_halves_the_frame_error_rate(
                                             "am.003.pt", "am.004.onnx", "am.004.pt", "am.py"]
 
 
+def test_the_model_file_of_torch_training_md_trains_an_epoch(tmp_path):
+    """The page's ``# am.py`` block, as it stands (50 features, 4501 classes, its optimizer,
+    scheduler and learning rate), trains an epoch through RASR's calls and writes both files."""
+    page = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "torch-training.md")
+    with open(page, encoding="utf-8") as file:
+        (code,) = re.findall(r"```python\n(# am\.py\n.*?)```", file.read(), re.S)
+    model_file = write(tmp_path, code)
+    prefix = tmp_path / "out" / "am"
+    config = f"action:train,trainer:torch,model_file:{model_file},model:{prefix},num_epochs:1,max_seqs:2," \
+             f"torch_threads:1,log_level:warning"
+    features, classes = 50, 4501
+    rng = numpy.random.default_rng(0)
+    for index, name in enumerate(sprintiface.getSegmentList(corpusName="train", segmentList=["a", "b"],
+                                                            segmentsInfo=None, config=config)):
+        if index == 0:
+            rasr_init(config, input_dim=features, output_dim=classes)
+        frames = 20 + 5 * index
+        sprintiface.feedInputAndTargetAlignment(
+            features=fortran(rng.standard_normal((frames, features)).astype(numpy.float32)),
+            targetAlignment=rng.integers(0, classes, frames).astype(numpy.uint32), weights=None, segmentName=name)
+    sprintiface.exit()
+    state = checkpoint(prefix, 1)
+    assert state["step"] == 1 and state["scheduler"] is not None  # one mini-batch of two; get_optimizer's scheduler
+    assert state["optimizer"]["param_groups"][0]["weight_decay"] == 0.01
+    assert os.path.isfile(f"{prefix}.001.onnx")
+
+
 @pytest.mark.parametrize("exporter, model", [("torchscript", "PackedBLSTM"), ("dynamo", "BLSTM")])
 def test_the_export_scores_like_the_pytorch_model_in_eval_mode(tmp_path, exporter, model):
     import onnx
