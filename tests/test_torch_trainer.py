@@ -117,6 +117,20 @@ def test_demo_train_recognises_with_its_exports_and_halves_the_frame_error_rate(
                                             "am.003.pt", "am.004.onnx", "am.004.pt", "am.py"]
 
 
+def test_the_model_file_imports_its_neighbours_and_leaves_sys_path_as_it_was(tmp_path):
+    from sprintiface.training.torch_trainer import UserModelCode
+
+    (tmp_path / "neighbour_of_am.py").write_text("WIDTH = 3\n")
+    path = write(tmp_path, "import neighbour_of_am\n\n\ndef get_model(epoch):\n    return neighbour_of_am.WIDTH\n")
+    before = list(sys.path)
+    try:
+        code = UserModelCode(path)
+        assert code.call("get_model", epoch=1, step=0) == 3
+        assert sys.path == before
+    finally:
+        sys.modules.pop("neighbour_of_am", None)
+
+
 def test_the_model_file_of_torch_training_md_trains_an_epoch(tmp_path):
     """The page's ``# am.py`` block, as it stands (50 features, 4501 classes, its optimizer,
     scheduler and learning rate), trains an epoch through RASR's calls and writes both files."""
