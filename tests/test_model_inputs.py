@@ -31,7 +31,7 @@ def refused_everywhere(path, tmp_path, capsys, config=""):
     assert main(["check-model", path, "--input-dim", str(F), "--output-dim", str(C)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert err.strip() == f"sprintiface check-model: ModelError: {scorer_error.value}"
+    assert err.strip() == f"sprintiface: error: check-model: ModelError: {scorer_error.value}"
     assert str(prepare_error.value) == str(scorer_error.value)
     assert not (tmp_path / "prepared.onnx").exists()
     return str(scorer_error.value)
