@@ -17,9 +17,13 @@ density its index and weight as float64).
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING, Any
 
 from sprintiface._checks import checked_int
 from sprintiface.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy  # for the annotation; prior_from_mixture_set imports it where it runs
 
 
 def dummy_mixture_set(num_classes: int, dim: int) -> bytes:
@@ -49,7 +53,7 @@ def write_dummy_mixtures(path: str, num_classes: int, dim: int) -> None:
         file.write(data)
 
 
-def prior_from_mixture_set(path: str):
+def prior_from_mixture_set(path: str) -> numpy.ndarray:
     """log p(s) from the mixture weights of the mixture-set file at ``path``, as RASR's
     ``Nn::Prior::setFromMixtureSet`` computes it for a scorer without ``prior-file``:
     each mixture's density weights summed, divided by the sum over all mixtures, log.
@@ -71,7 +75,7 @@ def prior_from_mixture_set(path: str):
         raise ConfigError(f"mixture set {path!r} cannot be read: {error.strerror or error}") from None
     offset = 0
 
-    def take(fmt: str):
+    def take(fmt: str) -> tuple[Any, ...]:
         nonlocal offset
         size = struct.calcsize(fmt)
         if offset + size > len(data):
@@ -114,4 +118,5 @@ def prior_from_mixture_set(path: str):
         bad = int(numpy.flatnonzero(~good)[0])
         raise ConfigError(f"mixture set {path!r}: mixture {bad} has total weight {totals[bad]}, "
                           f"expected a finite count > 0 for every mixture")
-    return numpy.log(totals / totals.sum())
+    prior: numpy.ndarray = numpy.log(totals / totals.sum())
+    return prior

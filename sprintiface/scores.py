@@ -15,12 +15,15 @@ the numbers the scorer serves.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy
 
 from sprintiface._buffer import OUTPUT_KIND_CODES, finish_scores
 from sprintiface.errors import ScoreError
+
+if TYPE_CHECKING:
+    from sprintiface.engine import OnnxEngine
 
 #: What a model's output can hold: probs, log_probs, logits, scores.
 OUTPUT_KINDS = tuple(OUTPUT_KIND_CODES)
@@ -53,7 +56,8 @@ def posteriors(output: numpy.ndarray, kind: str, logit_bias: Optional[numpy.ndar
     return scores
 
 
-def model_posteriors(engine, frames: numpy.ndarray, kernel: Optional[str] = None) -> numpy.ndarray:
+def model_posteriors(engine: OnnxEngine, frames: numpy.ndarray,
+                     kernel: Optional[str] = None) -> numpy.ndarray:
     """p(c | x_t) of float32 (T, F) ``frames`` from ``engine`` (an OnnxEngine): a fresh
     float32 (T', C) array, +prob space, no prior. ``kernel``: a score kernel name
     (``score_kernel`` of a config; None or ``auto`` for the best)."""

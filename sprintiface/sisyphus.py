@@ -24,12 +24,19 @@ What the class guards against, all of it found with i6_core's jobs:
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Optional
 
 from sprintiface.config import OPTIONS
 from sprintiface.errors import ConfigError, SprintifaceError
 
-__all__ = ["SprintifaceFeatureScorer", "MissingDependencyError", "pymod_config_items", "RESERVED_KEYS"]
+# SprintifaceFeatureScorer is made on first access by the module __getattr__ below (PEP 562),
+# so that this module imports without i6_core.
+__all__ = [
+    "RESERVED_KEYS",
+    "MissingDependencyError",
+    "SprintifaceFeatureScorer",  # noqa: F822 - made by the module __getattr__ (PEP 562) when first asked for
+    "pymod_config_items",
+]
 
 #: pymod-config keys the class writes from its own parameters (``model`` would name a second model).
 RESERVED_KEYS = {"onnx": "onnx_model", "model": "onnx_model", "prior_file": "prior_file",
@@ -47,7 +54,7 @@ def _plain(value: Any) -> bool:
 
 
 def pymod_config_items(onnx_model: Any, prior_file: Any = None, prior_scale: Optional[float] = None,
-                       extra_config: Optional[Dict[str, Any]] = None) -> List[Tuple[str, Any]]:
+                       extra_config: Optional[dict[str, Any]] = None) -> list[tuple[str, Any]]:
     """The ``(key, value)`` items of the scorer's pymod-config, in the order written:
     ``onnx``, then ``prior_file`` and ``prior_scale`` (1.0 when not given), then
     ``extra_config`` sorted by key (so the hash does not depend on dict order).
@@ -60,7 +67,7 @@ def pymod_config_items(onnx_model: Any, prior_file: Any = None, prior_scale: Opt
     """
     if onnx_model is None:
         raise ConfigError("SprintifaceFeatureScorer: expected onnx_model (the ONNX acoustic model), got None")
-    items: List[Tuple[str, Any]] = [("onnx", onnx_model)]
+    items: list[tuple[str, Any]] = [("onnx", onnx_model)]
     _check_characters("onnx", onnx_model)
     if prior_file is not None:
         items += [("prior_file", prior_file), ("prior_scale", 1.0 if prior_scale is None else prior_scale)]
@@ -120,7 +127,7 @@ def _path_identity(path: Any) -> Optional[str]:
     return None if path is None else str(path)
 
 
-def _build_class():
+def _build_class() -> type:
     try:
         from sisyphus.delayed_ops import DelayedFormat
         from i6_core.rasr.feature_scorer import FeatureScorer
@@ -130,7 +137,8 @@ def _build_class():
             f"i6_core and Sisyphus importable (on PYTHONPATH of the Sisyphus manager); importing them "
             f"failed: {error}") from error
 
-    class SprintifaceFeatureScorer(FeatureScorer):
+    # i6_core has no type information: FeatureScorer is Any to mypy.
+    class SprintifaceFeatureScorer(FeatureScorer):  # type: ignore[misc]
         """RASR's python-feature-scorer served by sprintiface, for i6_core's recognition
         and alignment jobs (the block of docs/recognition.md).
 
@@ -152,11 +160,11 @@ def _build_class():
         """
 
         #: The pymod_path of the first scorer made in this process (see the class docstring).
-        _process_pymod_path: Optional[Tuple[Optional[str]]] = None
+        _process_pymod_path: Optional[tuple[Optional[str]]] = None
 
         def __init__(self, *, mixtures: Any, onnx_model: Any, feature_dimension: int, output_dimension: int,
                      prior_file: Any = None, prior_scale: Optional[float] = None, scale: float = 1.0,
-                     extra_config: Optional[Dict[str, Any]] = None, pymod_path: Any = None):
+                     extra_config: Optional[dict[str, Any]] = None, pymod_path: Any = None):
             super().__init__()
             items = pymod_config_items(onnx_model, prior_file, prior_scale, extra_config)
             for name, value in (("feature_dimension", feature_dimension), ("output_dimension", output_dimension)):
@@ -183,7 +191,7 @@ def _build_class():
             if pymod_path is not None:
                 self.post_config.pymod_path = _PymodPath(pymod_path)
 
-        def lm_image_scorer(self):
+        def lm_image_scorer(self) -> Any:
             """A GMM scorer on this scorer's mixture set, for ``AdvancedTreeSearchJob(lmgc_scorer=...)``:
             RASR's LM-image job builds the acoustic model's scorer without using it, and with this
             one it neither loads the ONNX model nor waits for the job that makes it."""
@@ -196,7 +204,7 @@ def _build_class():
     return SprintifaceFeatureScorer
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type:
     # PEP 562: the class exists only once asked for, so this module imports without i6_core;
     # stored in the module so pickle (Sisyphus saves its graph) finds the same class.
     if name == "SprintifaceFeatureScorer":

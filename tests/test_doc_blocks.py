@@ -8,6 +8,10 @@ The marker is an HTML comment on the line right before the fence (invisible on t
 - ``<!-- needs: REASON -->``: the block cannot run here, REASON one of :data:`NEEDS`; a
   ``needs: torch`` sh or python block is run by :func:`test_torch_blocks_run` (``pytest -m torch``).
 
+The sh blocks run here (``needs: torch``, and ``runs: tests/test_doc_blocks.py::test_cli_blocks_run``)
+run with this interpreter's environment first on PATH; their ``pip install`` lines are not run
+(the test runs in that install already, and pip must not reach for a registry from a test).
+
 A block without a marker fails :func:`test_every_block_runs_or_says_why`, listed as file:line.
 """
 import os
@@ -16,6 +20,7 @@ import subprocess
 import sys
 
 import pytest
+from onnx_models import build_mlp, save_model
 
 from sprintiface.config import OPTIONS, load_config
 
@@ -30,19 +35,13 @@ NEEDS = {
     "torch": "PyTorch: run by test_torch_blocks_run under pytest -m torch",
     "docker": "cibuildwheel's manylinux containers",
     "asv": "a benchmark run (minutes; asv builds its own environments)",
+    "pytest": "the test suite itself (.ci/run runs it; a test running it would run itself)",
 }
 
 #: PENDING (until the parallel branches are merged): pages whose blocks their owners are
 #: marking now. Their unmarked blocks are reported (xfail, with file:line), not failed; a page
 #: whose blocks are all marked fails until it is taken off this list. Empty it after the merge.
-PENDING_FILES = [
-    "docs/cluster.md",
-    "docs/models.md",
-    "docs/recognition.md",
-    "docs/sisyphus.md",
-    "docs/torch-training.md",
-    "docs/training.md",
-]
+PENDING_FILES: list[str] = []
 
 _FENCE = re.compile(r"^```(\w+)\s*$")
 _MARKER = re.compile(r"^<!--\s*(runs|needs):\s*(\S.*?)\s*-->\s*$")
@@ -144,6 +143,35 @@ def test_configuration_toml_example_is_a_valid_config(tmp_path):
         assert config.given and config.given <= set(OPTIONS), block.where
 
 
+_PIP_INSTALL = re.compile(r"^pip install \S+(\s+#.*)?$")
+
+
+def _shell_command(block):
+    """bash -c for an sh block: its ``pip install`` lines left out (see the module docstring)."""
+    lines = block.text.split("\n")
+    kept = [line for line in lines if not _PIP_INSTALL.match(line.strip())]
+    return ["bash", "-euo", "pipefail", "-c", "\n".join(kept)]
+
+
+def _environment(directory):
+    """This interpreter's scripts first on PATH (``sprintiface``, ``python``), temporaries in ``directory``."""
+    return dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+                TMPDIR=str(directory))
+
+
+def test_cli_blocks_run(tmp_path):
+    """The pages' ``sprintiface ...`` sh blocks, in a folder with ``am.onnx`` (an MLP): each succeeds
+    and writes the files it names with ``-o``."""
+    save_model(build_mlp(40, 30, (16,), seed=1), str(tmp_path / "am.onnx"))
+    for block in _run_here("test_cli_blocks_run"):
+        assert block.language == "sh", block.where
+        result = subprocess.run(_shell_command(block), capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                                env=_environment(tmp_path))
+        assert result.returncode == 0, f"{block.where}:\n{result.stdout}\n{result.stderr}"
+        for written in re.findall(r"\s-o\s+(\S+)", block.text):
+            assert (tmp_path / written).is_file(), f"{block.where}: {written} was not written"
+
+
 @pytest.mark.torch
 def test_torch_blocks_run(tmp_path):
     pytest.importorskip("torch")
@@ -153,7 +181,7 @@ def test_torch_blocks_run(tmp_path):
     for index, block in enumerate(torch_blocks):
         directory = tmp_path / str(index)
         directory.mkdir()
-        command = [sys.executable, "-c", block.text] if block.language == "python" else \
-            ["bash", "-euo", "pipefail", "-c", block.text]
-        result = subprocess.run(command, capture_output=True, text=True, cwd=directory, timeout=600)
+        command = [sys.executable, "-c", block.text] if block.language == "python" else _shell_command(block)
+        result = subprocess.run(command, capture_output=True, text=True, cwd=directory, timeout=600,
+                                env=_environment(directory))
         assert result.returncode == 0, f"{block.where}:\n{result.stdout}\n{result.stderr}"

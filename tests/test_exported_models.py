@@ -6,6 +6,7 @@ out of this one). Needs torch: ``pip install torch==2.13.0 onnxscript``.
 """
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -68,7 +69,7 @@ def test_check_model_takes_the_scorers_path(exported, name, exporter, capsys):
 
 def test_logits_need_output_kind(exported):
     outdir, _ = exported
-    with pytest.raises(ModelError, match="cannot tell what output 'output' holds.*set output_kind"):
+    with pytest.raises(ModelError, match=r"cannot tell what output 'output' holds.*set output_kind"):
         rasr_scorer(f"onnx:{outdir / 'mlp_logits.ts.onnx'}", 12, 30)
 
 
@@ -106,3 +107,47 @@ def test_the_dynamo_exporter_names_inputs_by_the_forward_arguments(tmp_path, nam
                                              rf"set length_name:{name}"):
             rasr_scorer(f"onnx:{path}", 12, 30)
         assert make_engine(path, length_name=name).interface.length_input.name == name
+
+
+#: docs/models.md's export call run on a model of the shape it assumes: (B, T, 40) features and
+#: their lengths to log-probabilities (30 classes here); the PyTorch model's scores are kept.
+EXPORT_AS_MODELS_MD = """
+import sys
+
+import numpy
+import torch
+
+
+class AM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(40, 30)
+
+    def forward(self, features, lengths):
+        mask = (torch.arange(features.shape[1])[None, :] < lengths[:, None]).unsqueeze(-1)
+        return torch.log_softmax(self.linear(features * mask), dim=-1)
+
+
+torch.manual_seed(0)
+model = AM().eval()
+exec(sys.argv[1])  # the page's block: writes am.onnx into the working directory
+features = numpy.random.default_rng(0).standard_normal((57, 40)).astype(numpy.float32)
+with torch.no_grad():
+    scores = -model(torch.from_numpy(features)[None], torch.tensor([57]))[0].numpy()
+numpy.savez("reference.npz", features=features, scores=scores)
+"""
+
+
+def test_the_export_call_of_models_md_gives_a_model_that_scores(tmp_path):
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnxscript") is None:
+        pytest.skip("needs torch and onnxscript: pip install torch==2.13.0 onnxscript")
+    page = os.path.join(os.path.dirname(TOOLS), "docs", "models.md")
+    with open(page, encoding="utf-8") as file:
+        (block,) = re.findall(r"```python\n(torch\.onnx\.export\(.*?)```", file.read(), re.S)
+    result = subprocess.run([sys.executable, "-c", EXPORT_AS_MODELS_MD, block], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with numpy.load(tmp_path / "reference.npz") as reference:
+        scorer = rasr_scorer(f"onnx:{tmp_path / 'am.onnx'},log_level:warning", 40, 30)
+        numpy.testing.assert_allclose(score_segment(scorer, reference["features"]), reference["scores"],
+                                      rtol=1e-4, atol=1e-4)

@@ -6,6 +6,7 @@ Every call is made as RASR makes it: keyword arguments only, features float32
 (inputDim, T) in Fortran order (RASR's default batch is 1024 frames; smaller here).
 """
 import os
+from typing import ClassVar
 
 import numpy
 import pytest
@@ -45,13 +46,15 @@ def test_the_dump_trainer_refuses_a_frame_batch_and_writes_nothing(tmp_path):
     dump = tmp_path / "train.hdf"
     rasr_init(f"action:train,trainer:dump,dump_file:{dump}", "target-alignment")
     with pytest.raises(ConfigError) as refused:
-        sprintiface.feedInputAndTargetAlignment(features=frame_batch(), targetAlignment=numpy.zeros(BATCH, numpy.uint32),
+        sprintiface.feedInputAndTargetAlignment(features=frame_batch(),
+                                                targetAlignment=numpy.zeros(BATCH, numpy.uint32),
                                                 weights=None, segmentName=None)
     assert_names_the_keys(refused.value)
     assert "DumpTrainer" in str(refused.value)
     # the run cannot complete: later calls say so, and exit() leaves no dump that looks complete
     with pytest.raises(TrainerError, match="segment None was rejected"):
-        sprintiface.feedInputAndTargetAlignment(features=frame_batch(1), targetAlignment=numpy.zeros(BATCH, numpy.uint32),
+        sprintiface.feedInputAndTargetAlignment(features=frame_batch(1),
+                                                targetAlignment=numpy.zeros(BATCH, numpy.uint32),
                                                 weights=None, segmentName="c/s1")
     sprintiface.exit()  # the refusal was reported where it happened; the trainer gets abort()
     assert not dump.exists() and not os.path.exists(f"{dump}.partial")
@@ -107,7 +110,7 @@ class FrameTrainer(Trainer):
     """A user trainer on the documented protocol that learns from frame batches."""
 
     needs_segments = False
-    seen = []
+    seen: ClassVar[list] = []
 
     def train_segment(self, segment):
         FrameTrainer.seen.append((segment.name, segment.num_frames))
@@ -145,7 +148,8 @@ def test_the_torch_trainer_refuses_a_frame_batch(tmp_path):
     model_file.write_text(TORCH_DEMO_MODEL_FILE.format(input_dim=INPUT_DIM, classes=CLASSES))
     rasr_init(f"action:train,trainer:torch,model_file:{model_file},model:{tmp_path / 'am'}", "target-alignment")
     with pytest.raises(ConfigError) as refused:
-        sprintiface.feedInputAndTargetAlignment(features=frame_batch(), targetAlignment=numpy.zeros(BATCH, numpy.uint32),
+        sprintiface.feedInputAndTargetAlignment(features=frame_batch(),
+                                                targetAlignment=numpy.zeros(BATCH, numpy.uint32),
                                                 weights=None, segmentName=None)
     assert_names_the_keys(refused.value)
     assert "TorchTrainer" in str(refused.value)

@@ -52,30 +52,30 @@ def test_output_kind_through_cast_log_neg_chains_and_the_cut(head, kind):
 
 def test_logits_ask_for_output_kind():
     with pytest.raises(ModelError, match=r"cannot tell what output 'output' holds \(it is made by Add"):
-        describe(model(LINEAR[:1] + [helper.make_node("Add", ["mm", "b"], ["output"])]), "m.onnx")
+        describe(model([*LINEAR[:1], helper.make_node("Add", ["mm", "b"], ["output"])]), "m.onnx")
 
 
 def test_softmax_that_does_not_normalise_each_frame_is_refused():
     # opset < 13 Softmax flattens from `axis` on: axis 1 of [B, T, C] normalises over T x C
-    flattened = model(LINEAR + [helper.make_node("Softmax", ["logits"], ["output"], axis=1)], opset=11)
+    flattened = model([*LINEAR, helper.make_node("Softmax", ["logits"], ["output"], axis=1)], opset=11)
     with pytest.raises(ModelError, match=r"does not normalise each frame over the classes.*opset 11"):
         describe(flattened, "m.onnx")
     with pytest.raises(ModelError, match="does not normalise each frame"):
-        describe(model(LINEAR + [helper.make_node("LogSoftmax", ["logits"], ["output"], axis=1)]), "m.onnx",
+        describe(model([*LINEAR, helper.make_node("LogSoftmax", ["logits"], ["output"], axis=1)]), "m.onnx",
                  output_kind="log_probs")
-    per_frame = model(LINEAR + [helper.make_node("Softmax", ["logits"], ["output"], axis=2)], opset=11)
+    per_frame = model([*LINEAR, helper.make_node("Softmax", ["logits"], ["output"], axis=2)], opset=11)
     assert prepare(per_frame, "m.onnx").served_kind == "logits"
 
 
 def test_fixed_time_axis_of_the_input_is_refused():
     with pytest.raises(ModelError, match=r"fixed time axis \(50 frames\).*dynamic time axis"):
-        describe(model(LINEAR + [helper.make_node("Softmax", ["logits"], ["output"], axis=-1)],
+        describe(model([*LINEAR, helper.make_node("Softmax", ["logits"], ["output"], axis=-1)],
                        input_shape=(1, 50, 4)), "m.onnx")
 
 
 def test_declared_shapes_from_the_export_are_forgotten():
     # torch's dynamo exporter writes the example T into the output and value_info
-    stale = model(LINEAR + [helper.make_node("LogSoftmax", ["logits"], ["output"], axis=-1)],
+    stale = model([*LINEAR, helper.make_node("LogSoftmax", ["logits"], ["output"], axis=-1)],
                   output_shape=(1, 50, 5), input_shape=(1, "T", 4),
                   value_info=[helper.make_tensor_value_info("mm", TensorProto.FLOAT, [1, 50, 5])])
     interface = prepare(stale, "m.onnx")
@@ -100,8 +100,8 @@ def test_logits_read_inside_a_loop_body_are_not_cut():
     branch = helper.make_graph([helper.make_node("Identity", ["logits"], ["branch_out"])], "branch", [],
                                [helper.make_tensor_value_info("branch_out", TensorProto.FLOAT, None)])
     condition = numpy_helper.from_array(numpy.array(True), "cond")
-    onnx_model = model(LINEAR + [helper.make_node("If", ["cond"], ["side"], then_branch=branch, else_branch=branch),
-                                 helper.make_node("Softmax", ["logits"], ["output"], axis=-1)],
+    onnx_model = model([*LINEAR, helper.make_node("If", ["cond"], ["side"], then_branch=branch, else_branch=branch),
+                        helper.make_node("Softmax", ["logits"], ["output"], axis=-1)],
                        initializers=[condition])
     onnx_model.graph.output.append(helper.make_tensor_value_info("side", TensorProto.FLOAT, None))
     interface = prepare(onnx_model, "m.onnx")
@@ -110,7 +110,7 @@ def test_logits_read_inside_a_loop_body_are_not_cut():
 
 
 def test_chain_with_another_reader_is_served_whole():
-    onnx_model = model(LINEAR + [helper.make_node("Softmax", ["logits"], ["output"], axis=-1)])
+    onnx_model = model([*LINEAR, helper.make_node("Softmax", ["logits"], ["output"], axis=-1)])
     onnx_model.graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, None))
     interface = prepare(onnx_model, "m.onnx", output_name="output")
     assert interface.served_output == "output"

@@ -130,7 +130,7 @@ def refusals(path, directory, input_dim, classes):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         assert main(["check-model", path, "--input-dim", str(input_dim), "--output-dim", str(classes)]) == 2
-    prefix = "sprintiface: error: check-model: ModelError: "
+    prefix = "sprintiface: error: check-model: ModelError: "  # cli.main's one error line
     assert err.getvalue().startswith(prefix) and "Traceback" not in err.getvalue(), err.getvalue()
     messages.append(err.getvalue()[len(prefix):].strip())
     return messages

@@ -147,7 +147,8 @@ def _load(text: str, path):
 
 def test_every_code_block_is_a_tested_model_file_or_marked():
     blocks = _doc_blocks()
-    runnable = [code.splitlines()[0] for marker, language, code in blocks if language in ("python", "sh") and not marker]
+    runnable = [code.splitlines()[0] for marker, language, code in blocks
+                if language in ("python", "sh") and not marker]
     assert runnable == ["# conformer_am.py", "# blstm_am.py"]
 
 

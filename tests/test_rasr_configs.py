@@ -18,7 +18,7 @@ mixing in sprintiface's keys.
 import glob
 import os
 import re
-from typing import Dict, List, NamedTuple
+from typing import NamedTuple
 
 import numpy
 import pytest
@@ -47,9 +47,9 @@ class Block(NamedTuple):
     marked: bool
 
 
-def ini_blocks() -> List[Block]:
+def ini_blocks() -> list[Block]:
     blocks = []
-    paths = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+    paths = [os.path.join(ROOT, "README.md"), *sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))]
     for path in paths:
         with open(path, encoding="utf-8") as file:
             lines = file.read().split("\n")
@@ -68,10 +68,10 @@ def ini_blocks() -> List[Block]:
     return blocks
 
 
-def parse(text: str) -> Dict[str, str]:
+def parse(text: str) -> dict[str, str]:
     """RASR's config text as ``{full key: value}``: each key prefixed by its selection,
     comments cut, ``$(name)`` resolved from the block's own keys."""
-    keys: Dict[str, str] = {}
+    keys: dict[str, str] = {}
     selection = ""
     for line in text.split("\n"):
         line = line.split("#", 1)[0].strip()
@@ -92,14 +92,14 @@ def parse(text: str) -> Dict[str, str]:
     return {key: resolve(value) for key, value in keys.items()}
 
 
-def value(config: Dict[str, str], name: str, default=None):
+def value(config: dict[str, str], name: str, default=None):
     """The value of the key whose last component (after a selection) is ``name``."""
     found = [v for key, v in config.items() if key == name or key.endswith("." + name)]
     assert len(set(found)) <= 1, f"{name} is set to different values: {found}"
     return found[0] if found else default
 
 
-def selection_of(config: Dict[str, str], name: str) -> str:
+def selection_of(config: dict[str, str], name: str) -> str:
     return next(key for key in config if key == name or key.endswith("." + name))[: -len(name)].rstrip(".")
 
 
@@ -184,7 +184,8 @@ def check_trainer(config, where):
     if parsed.action == "forward":
         assert mode in ("forward-only", "criterion-by-sprint"), where
     if parsed.action == "train" and parsed.trainer in SEGMENT_TRAINERS:
-        assert value(config, "buffer-type") == "utterance", f"{where}: trainer:{parsed.trainer} needs buffer-type = utterance"
+        assert value(config, "buffer-type") == "utterance", \
+            f"{where}: trainer:{parsed.trainer} needs buffer-type = utterance"
         assert value(config, "shuffle") == "false", f"{where}: trainer:{parsed.trainer} needs shuffle = false"
 
 
@@ -198,7 +199,7 @@ def check_segment_order(config, where):
 
 # -- driven through RASR's calls --------------------------------------------------------
 
-def local_config(pymod_config: str, tmp_path, files: Dict[str, str]) -> str:
+def local_config(pymod_config: str, tmp_path, files: dict[str, str]) -> str:
     """The block's pymod-config with each file it names replaced by a real one here."""
     items = []
     for item in pymod_config.split(","):
@@ -248,9 +249,9 @@ def trainer_blocks(torch: bool):
     found = []
     for block in BLOCKS:
         config = parse(block.text)
-        if uses_sprintiface(config) and value(config, "trainer") == "python-trainer":
-            if (load_config(value(config, "pymod-config")).trainer == "torch") == torch:
-                found.append(block)
+        if uses_sprintiface(config) and value(config, "trainer") == "python-trainer" and \
+                (load_config(value(config, "pymod-config")).trainer == "torch") == torch:
+            found.append(block)
     return found
 
 
@@ -362,6 +363,6 @@ def test_each_segment_order_block_runs_through_rasrs_call(block):
                                                  config=value(config, "python-segment-order-config")))
     finally:
         end_training_session()
-    epochs = load_config(value(config, "python-segment-order-config")).num_epochs
-    assert len(handed) == len(names) * epochs // load_config(value(config, "python-segment-order-config")).partition_epoch
+    order = load_config(value(config, "python-segment-order-config"))
+    assert len(handed) == len(names) * order.num_epochs // order.partition_epoch
     assert set(handed) == set(names)

@@ -74,7 +74,7 @@ def test_items_are_ordered_so_dict_order_cannot_change_the_hash():
     second = pymod_config_items("am.onnx", "prior.txt", None, {"intra_op_threads": 2, "output_kind": "logits"})
     assert first == second == [("onnx", "am.onnx"), ("prior_file", "prior.txt"), ("prior_scale", 1.0),
                                ("intra_op_threads", 2), ("output_kind", "logits")]
-    with pytest.raises(ConfigError, match="prior_scale 0.7 needs a prior_file"):
+    with pytest.raises(ConfigError, match=r"prior_scale 0.7 needs a prior_file"):
         pymod_config_items("am.onnx", None, 0.7)
 
 

@@ -117,6 +117,47 @@ def test_demo_train_recognises_with_its_exports_and_halves_the_frame_error_rate(
                                             "am.003.pt", "am.004.onnx", "am.004.pt", "am.py"]
 
 
+def test_the_model_file_imports_its_neighbours_and_leaves_sys_path_as_it_was(tmp_path):
+    from sprintiface.training.torch_trainer import UserModelCode
+
+    (tmp_path / "neighbour_of_am.py").write_text("WIDTH = 3\n")
+    path = write(tmp_path, "import neighbour_of_am\n\n\ndef get_model(epoch):\n    return neighbour_of_am.WIDTH\n")
+    before = list(sys.path)
+    try:
+        code = UserModelCode(path)
+        assert code.call("get_model", epoch=1, step=0) == 3
+        assert sys.path == before
+    finally:
+        sys.modules.pop("neighbour_of_am", None)
+
+
+def test_the_model_file_of_torch_training_md_trains_an_epoch(tmp_path):
+    """The page's ``# am.py`` block, as it stands (50 features, 4501 classes, its optimizer,
+    scheduler and learning rate), trains an epoch through RASR's calls and writes both files."""
+    page = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "torch-training.md")
+    with open(page, encoding="utf-8") as file:
+        (code,) = re.findall(r"```python\n(# am\.py\n.*?)```", file.read(), re.S)
+    model_file = write(tmp_path, code)
+    prefix = tmp_path / "out" / "am"
+    config = f"action:train,trainer:torch,model_file:{model_file},model:{prefix},num_epochs:1,max_seqs:2," \
+             f"torch_threads:1,log_level:warning"
+    features, classes = 50, 4501
+    rng = numpy.random.default_rng(0)
+    for index, name in enumerate(sprintiface.getSegmentList(corpusName="train", segmentList=["a", "b"],
+                                                            segmentsInfo=None, config=config)):
+        if index == 0:
+            rasr_init(config, input_dim=features, output_dim=classes)
+        frames = 20 + 5 * index
+        sprintiface.feedInputAndTargetAlignment(
+            features=fortran(rng.standard_normal((frames, features)).astype(numpy.float32)),
+            targetAlignment=rng.integers(0, classes, frames).astype(numpy.uint32), weights=None, segmentName=name)
+    sprintiface.exit()
+    state = checkpoint(prefix, 1)
+    assert state["step"] == 1 and state["scheduler"] is not None  # one mini-batch of two; get_optimizer's scheduler
+    assert state["optimizer"]["param_groups"][0]["weight_decay"] == 0.01
+    assert os.path.isfile(f"{prefix}.001.onnx")
+
+
 @pytest.mark.parametrize("exporter, model", [("torchscript", "PackedBLSTM"), ("dynamo", "BLSTM")])
 def test_the_export_scores_like_the_pytorch_model_in_eval_mode(tmp_path, exporter, model):
     import onnx
@@ -134,7 +175,8 @@ def test_the_export_scores_like_the_pytorch_model_in_eval_mode(tmp_path, exporte
 
     # the PyTorch model of the checkpoint, in eval mode, against the scorer on the export
     namespace = {}
-    exec(compile(open(model_file).read(), model_file, "exec"), namespace)
+    with open(model_file, encoding="utf-8") as file:
+        exec(compile(file.read(), model_file, "exec"), namespace)
     reference = namespace["get_model"](1)
     reference.load_state_dict(checkpoint(prefix, 1)["model"])
     reference.eval()
@@ -369,7 +411,7 @@ def test_train_step_for_target_modes_without_alignments(tmp_path):
         sprintiface.feedInputAndTargetSegmentOrth(features=fortran(features), targetSegmentOrth=orthography,
                                                   weights=None, segmentName=name)
     sprintiface.exit()
-    assert trainer.model_file.module.SEEN == [(1, ["hi ", "hello world "], (2, 7, INPUT_DIM), [7, 5], None),
+    assert trainer.user_code.module.SEEN == [(1, ["hi ", "hello world "], (2, 7, INPUT_DIM), [7, 5], None),
                                               (1, ["x "], (1, 3, INPUT_DIM), [3], None)]
     assert checkpoint(tmp_path / "am", 1)["step"] == 2
 
@@ -381,7 +423,7 @@ def test_model_file_and_target_mode_errors_name_what_is_missing(tmp_path):
         rasr_init(base)
     with pytest.raises(ConfigError, match="needs config key 'model'"):
         rasr_init(f"action:train,trainer:torch,model_file:{write(tmp_path, MLP_FILE)}")
-    with pytest.raises(ConfigError, match="'model_file': no such file 'nowhere.py'"):
+    with pytest.raises(ConfigError, match=r"'model_file': no such file 'nowhere.py'"):
         rasr_init(base + ",model_file:nowhere.py")
     broken = write(tmp_path, "import torch\ndef get_model(epoch):\n    return (\n", "broken.py")
     with pytest.raises(ConfigError, match=r"(?s)model_file '.*broken.py' failed to load.*SyntaxError"):
@@ -390,7 +432,7 @@ def test_model_file_and_target_mode_errors_name_what_is_missing(tmp_path):
         rasr_init(f"{base},model_file:{write(tmp_path, 'x = 1', 'empty.py')}")
     with pytest.raises(ConfigError, match=r"get_model\(\) takes parameter 'size', which sprintiface does not give"):
         rasr_init(f"{base},model_file:{write(tmp_path, 'def get_model(size): pass', 'size.py')}")
-    with pytest.raises(ConfigError, match="target mode target-segment-orth gives no frame targets.*define train_step"):
+    with pytest.raises(ConfigError, match=r"target mode target-segment-orth gives no frame targets.*define train_step"):
         rasr_init(f"{base},model_file:{write(tmp_path, MLP_FILE)}", "target-segment-orth")
 
     features, labels = synthetic_segment("x", INPUT_DIM, CLASSES)
@@ -405,8 +447,8 @@ def test_model_file_and_target_mode_errors_name_what_is_missing(tmp_path):
     failing = write(tmp_path, "def get_model(epoch):\n    raise ValueError('no such layer')\n", "failing.py")
     rasr_init(f"{base},model_file:{failing}")
     first_segment_fails(r"(?s)get_model\(\) in model_file '.*failing.py' failed.*no such layer")
-    no_lengths = write(tmp_path, MLP_FILE.replace("def forward(self, features, lengths):", "def forward(self, features):"),
-                       "no_lengths.py")
+    no_lengths = write(tmp_path, MLP_FILE.replace("def forward(self, features, lengths):",
+                                                  "def forward(self, features):"), "no_lengths.py")
     rasr_init(f"{base},model_file:{no_lengths}")
     first_segment_fails(r"cannot be called as forward\(features, lengths\).*give forward a lengths")
     wrong = write(tmp_path, MLP_FILE.replace("CLASSES = 12, 6", "CLASSES = 12, 7"), "wrong.py")
@@ -415,7 +457,7 @@ def test_model_file_and_target_mode_errors_name_what_is_missing(tmp_path):
     rasr_init(f"{base},model_file:{write(tmp_path, MLP_FILE)},start_epoch:4")
     first_segment_fails(r"starts at epoch 4 \(start_epoch\).*checkpoint '.*am.003.pt' does not")
     rasr_init(f"{base},model_file:{write(tmp_path, MLP_FILE)}", "target-generic")
-    with pytest.raises(TrainerError, match="segment 'x' .target-generic. has no alignment.*define train_step"):
+    with pytest.raises(TrainerError, match=r"segment 'x' .target-generic. has no alignment.*define train_step"):
         sprintiface.feedInputAndTarget(features=fortran(features), weights=None, segmentName="x",
                                        orthography="a b ", alignment=None)
 
@@ -481,7 +523,7 @@ def test_two_processes_on_uneven_partitions_train_one_model(tmp_path, mode):
     finally:
         for process in processes:
             process.kill()
-    for process, (out, err) in zip(processes, outputs):
+    for process, (_, err) in zip(processes, outputs):
         assert process.returncode == 0, err
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     assert results[0]["digest"] == results[1]["digest"]

@@ -227,7 +227,8 @@ def test_a_model_that_diverges_leaves_no_checkpoint_and_no_export(tmp_path):
 
 def _stat(path):
     info = os.stat(path)
-    return info.st_mtime_ns, info.st_size, open(path, "rb").read()
+    with open(path, "rb") as file:
+        return info.st_mtime_ns, info.st_size, file.read()
 
 
 def test_a_restarted_job_continues_after_its_last_complete_epoch_without_extra_keys(tmp_path):

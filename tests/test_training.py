@@ -148,21 +148,23 @@ def test_other_target_modes_dump(tmp_path, mode):
 def test_criterion_by_sprint_round_trip_and_order_errors(mlp_path):
     rasr_init(f"action:train,trainer:recording_trainer:make,onnx:{mlp_path}", "criterion-by-sprint")
     features = rasr_features(6)
-    with pytest.raises(ProtocolError, match="finishError.*without a segment"):
+    with pytest.raises(ProtocolError, match=r"finishError.*without a segment"):
         sprintiface.finishError(error=1.0, errorSignal=numpy.zeros((30, 6), numpy.float32), naturalPairingType=None)
     posteriors = sprintiface.feedInput(features=features, weights=None, segmentName="s1")
     assert posteriors.shape == (30, 6) and posteriors.flags.f_contiguous
-    with pytest.raises(FeatureError, match=r"expected a float32 errorSignal of shape \(30, 6\).*got float32 \(30, 5\)"):
-        sprintiface.finishError(error=1.0, errorSignal=numpy.zeros((30, 5), numpy.float32), naturalPairingType="softmax")
+    with pytest.raises(FeatureError,
+                       match=r"expected a float32 errorSignal of shape \(30, 6\).*got float32 \(30, 5\)"):
+        sprintiface.finishError(error=1.0, errorSignal=numpy.zeros((30, 5), numpy.float32),
+                                naturalPairingType="softmax")
     with pytest.raises(FeatureError, match=r"float32 errorSignal.*got float64 \(30, 6\)"):
         sprintiface.finishError(error=1.0, errorSignal=numpy.zeros((30, 6)), naturalPairingType="softmax")
     signal = numpy.asfortranarray(numpy.full((30, 6), 0.25, numpy.float32))
     sprintiface.finishError(error=2.5, errorSignal=signal, naturalPairingType="softmax")
-    with pytest.raises(ProtocolError, match="finishError.*without"):
+    with pytest.raises(ProtocolError, match=r"finishError.*without"):
         sprintiface.finishError(error=2.5, errorSignal=signal, naturalPairingType="softmax")
     sprintiface.feedInput(features=features, weights=None, segmentName="s3")
     sprintiface.finishDiscard()
-    with pytest.raises(ProtocolError, match="finishDiscard.*without"):
+    with pytest.raises(ProtocolError, match=r"finishDiscard.*without"):
         sprintiface.finishDiscard()
     sprintiface.exit()
     assert ("backward", "s1", 2.5, (6, 30), "softmax", 0.25) in recording_trainer.CALLS
@@ -178,7 +180,7 @@ def test_a_segment_fed_out_of_order_ends_the_run_incomplete(mlp_path):
     with pytest.raises(ProtocolError, match="feedInput for segment 's2' while segment 's1' still waits"):
         sprintiface.feedInput(features=features, weights=None, segmentName="s2")
     # s2 never reached the trainer: the run cannot be complete any more
-    with pytest.raises(TrainerError, match="segment 's2' was rejected.*cannot complete.*init"):
+    with pytest.raises(TrainerError, match=r"segment 's2' was rejected.*cannot complete.*init"):
         sprintiface.finishDiscard()
     sprintiface.exit()
     assert recording_trainer.CALLS[-1] == ("abort",) and ("finish",) not in recording_trainer.CALLS
@@ -233,11 +235,12 @@ def test_input_errors_and_config_errors(mlp_path):
         rasr_init("action:nop", "supervised")
     with pytest.raises(ConfigError, match="trainer 'dump' needs config key 'dump_file'"):
         rasr_init("action:train", "target-alignment")
-    with pytest.raises(ConfigError, match="cannot load 'nowhere.module:make'"):
+    with pytest.raises(ConfigError, match=r"cannot load 'nowhere.module:make'"):
         rasr_init("action:train,trainer:nowhere.module:make", "target-alignment")
     rasr_init("action:nop", "target-alignment")
     with pytest.raises(FeatureError, match=r"expected features of shape \(inputDim=12, T\), got \(13, 4\)"):
-        sprintiface.feedInputAndTargetAlignment(features=rasr_features(4, dim=13), targetAlignment=numpy.zeros(4, numpy.uint32),
+        sprintiface.feedInputAndTargetAlignment(features=rasr_features(4, dim=13),
+                                                targetAlignment=numpy.zeros(4, numpy.uint32),
                                                 weights=None, segmentName="x")
     with pytest.raises(FeatureError, match="alignment of 4 frames, got shape"):
         sprintiface.feedInputAndTargetAlignment(features=rasr_features(4), targetAlignment=numpy.zeros(3, numpy.uint32),
@@ -328,9 +331,9 @@ def test_criterion_by_sprint_dumps_every_segment_with_rasrs_error(tmp_path, mlp_
 
 def test_forward_only_dumps_every_segment_and_needs_a_model(tmp_path, mlp_path):
     dump = tmp_path / "fwd.hdf"
-    with pytest.raises(ConfigError, match="trainer 'dump' in target mode forward-only returns posteriors.*onnx"):
+    with pytest.raises(ConfigError, match=r"trainer 'dump' in target mode forward-only returns posteriors.*onnx"):
         rasr_init(f"action:train,dump_file:{dump}", "forward-only")
-    with pytest.raises(ConfigError, match="criterion-by-sprint.*needs a model"):
+    with pytest.raises(ConfigError, match=r"criterion-by-sprint.*needs a model"):
         rasr_init(f"action:train,dump_file:{dump}", "criterion-by-sprint")
     assert not [name for name in os.listdir(tmp_path) if name.startswith("fwd")]  # checked before creating any
     rasr_init(f"action:train,dump_file:{dump},onnx:{mlp_path}", "forward-only")
@@ -397,7 +400,8 @@ def test_rejected_input_names_the_segment_and_what_was_expected():
     features = rasr_features(4)
     features[2, 3] = numpy.nan
     alignment = numpy.zeros(4, numpy.uint32)
-    with pytest.raises(FeatureError, match=r"segment 'x': features are not finite at frame 3, dimension 2 \(value nan\)"):
+    with pytest.raises(FeatureError,
+                       match=r"segment 'x': features are not finite at frame 3, dimension 2 \(value nan\)"):
         sprintiface.feedInputAndTargetAlignment(features=features, targetAlignment=alignment, weights=None,
                                                 segmentName="x")
     with pytest.raises(FeatureError, match=r"expected float32 weights of shape \(4,\) or None, got int64 \(4,\)"):
@@ -466,7 +470,7 @@ def test_a_failed_feed_is_recorded_and_the_dump_never_gets_its_final_name(tmp_pa
 
     feed("s0", "fine ")
     feed("s1", "also fine ")
-    with pytest.raises(TrainerError, match="(?s)failed.*UnicodeEncodeError"):
+    with pytest.raises(TrainerError, match=r"(?s)failed.*UnicodeEncodeError"):
         feed("s2", "bad \ud800 ")  # a lone surrogate has no UTF-8: the dump's hook fails
         sprintiface._training().session._queue.join()  # queued: the failure comes at the next call
         feed("s3", "next ")
@@ -478,7 +482,7 @@ def test_a_failed_feed_is_recorded_and_the_dump_never_gets_its_final_name(tmp_pa
 
 def test_feed_input_forwarding_in_criterion_by_sprint_would_lose_the_segment(tmp_path, mlp_path):
     rasr_init(f"action:train,dump_file:{tmp_path / 'd.hdf'},onnx:{mlp_path}", "criterion-by-sprint")
-    with pytest.raises(ProtocolError, match="criterion-by-sprint takes feedInput.*not feedInputForwarding"):
+    with pytest.raises(ProtocolError, match=r"criterion-by-sprint takes feedInput.*not feedInputForwarding"):
         sprintiface.feedInputForwarding(features=rasr_features(3), weights=None, segmentName="s")
 
 

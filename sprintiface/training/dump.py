@@ -16,14 +16,20 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy
 
+from sprintiface import hdf_layout
 from sprintiface.config import Config
 from sprintiface.errors import ConfigError, TrainerError
 from sprintiface.log import logger
 from sprintiface.training.protocol import Segment, Trainer
+
+if TYPE_CHECKING:
+    import h5py
+
+    from sprintiface.engine import OnnxEngine
 
 #: Suffix of what an incomplete run leaves (see DumpTrainer).
 PARTIAL_SUFFIX = ".partial"
@@ -44,7 +50,7 @@ class GuardedFile:
         self.error: Optional[OSError] = None
         self._position = 0
         self._end = os.fstat(handle).st_size
-        self._kept: List[Tuple[int, bytes]] = []
+        self._kept: list[tuple[int, bytes]] = []
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._end}[whence]
@@ -54,7 +60,7 @@ class GuardedFile:
     def tell(self) -> int:
         return self._position
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Any) -> int:  # Any: a writable buffer (typing names none before 3.12)
         view = memoryview(buffer).cast("B")
         size = len(view)
         data = os.pread(self.handle, size, self._position)
@@ -73,7 +79,7 @@ class GuardedFile:
         self.readinto(buffer)
         return bytes(buffer)
 
-    def write(self, buffer) -> int:
+    def write(self, buffer: Any) -> int:  # Any: a buffer (typing names none before 3.12)
         view = memoryview(buffer).cast("B")
         size = len(view)
         if self.error is None:
@@ -136,7 +142,8 @@ class DumpTrainer(Trainer):
     segment in it was written whole, and removes it otherwise (a failed write).
     """
 
-    def __init__(self, config: Config, input_dim: int, output_dim: int, target_mode: str, engine=None, **options):
+    def __init__(self, config: Config, input_dim: int, output_dim: int, target_mode: str,
+                 engine: Optional[OnnxEngine] = None, **options: Any):
         super().__init__(config, input_dim, output_dim, target_mode, engine, **options)
         try:
             import h5py
@@ -146,27 +153,26 @@ class DumpTrainer(Trainer):
         if target_mode in ("forward-only", "criterion-by-sprint") and engine is None:
             raise ConfigError(f"trainer 'dump' in target mode {target_mode} returns posteriors to RASR and "
                               f"needs a model for them: give onnx:<path> (or model:<prefix> with epoch:<n>)")
-        self.keys = {"weights": (1, 1)}
-        if target_mode in ("target-alignment", "target-generic"):
-            self.keys["classes"] = (output_dim, 1)
-        if target_mode in ("target-segment-orth", "target-generic"):
-            self.keys["orth"] = (256, 1)
-        if target_mode == "target-generic":
-            self.keys["speaker_name"] = (256, 1)
-            self.keys["speaker_gender"] = (256, 1)
         #: criterion-by-sprint: a segment is written when RASR's error for it came (or it was discarded).
         self._criterion = target_mode == "criterion-by-sprint"
-        if self._criterion:
-            self.keys["loss"] = (1, 1)
-        self.keys = dict(sorted(self.keys.items()))
+        #: The target keys, sorted, with their [dim, ndim] of ``targets/size``.
+        self.keys = _target_keys(target_mode, output_dim)
         self.num_segments = 0
         self.num_frames = 0
         #: True while a segment is half written (an exception there leaves the file inconsistent).
         self._writing = False
-        self._file = None
+        self._file: Optional[h5py.File] = None
         self._io: Optional[GuardedFile] = None
         self._temporary: Optional[str] = None
+        self._open_temporary()
+        try:
+            self._create_layout(h5py)
+        except BaseException:
+            self._discard()
+            raise
 
+    def _open_temporary(self) -> None:
+        """Remove what killed writers left, create the temporary the dump goes to, and guard it."""
         from sprintiface._files import create_temporary, remove_stale_temporaries
 
         for leftover in remove_stale_temporaries(self.path):
@@ -180,34 +186,46 @@ class DumpTrainer(Trainer):
         # Closed before the interpreter goes: libhdf5 closes what is still open at the
         # C exit, and a file-object file must not be closed after Python is gone.
         atexit.register(self._close_at_exit)
-        try:
-            # A cache of 1 MiB per dataset (libhdf5 2 keeps 8 MiB), fully written chunks
-            # leaving first: data reaches the disk, and a full disk is noticed, within a
-            # few segments of the one that wrote it.
-            self._file = h5py.File(self._io, "w", rdcc_nbytes=1 << 20, rdcc_w0=1.0)
-            string = h5py.string_dtype("utf-8")
-            self._inputs = self._file.create_dataset(
-                "inputs", (0, input_dim), "float32", maxshape=(None, input_dim),
-                chunks=(max(1, 65536 // input_dim), input_dim))
-            self._tags = self._file.create_dataset("seqTags", (0,), string, maxshape=(None,), chunks=(1024,))
-            self._lengths = self._file.create_dataset(
-                "seqLengths", (0, 1 + len(self.keys)), "int32", maxshape=(None, 1 + len(self.keys)),
-                chunks=(1024, 1 + len(self.keys)))
-            dtypes = {"classes": "int32", "weights": "float32", "loss": "float32"}
-            self._targets = {
-                key: self._file.create_dataset(f"targets/data/{key}", (0,), dtypes.get(key, "uint8"),
-                                               maxshape=(None,), chunks=(65536,))
-                for key in self.keys
-            }
-            size = self._file.require_group("targets/size")
-            labels = self._file.require_group("targets/labels")
-            for key, (dim, ndim) in self.keys.items():
-                size.attrs[key] = numpy.array([dim, ndim], dtype="int32")
-                labels.create_dataset(key, (0,), string)
-            self._check_writes("while creating the file")
-        except BaseException:
-            self._discard()
-            raise
+
+    def _create_layout(self, h5py: Any) -> None:
+        """The HDF5 file on the guarded temporary, with the (empty) datasets of :mod:`sprintiface.hdf_layout`."""
+        # A cache of 1 MiB per dataset (libhdf5 2 keeps 8 MiB), fully written chunks
+        # leaving first: data reaches the disk, and a full disk is noticed, within a
+        # few segments of the one that wrote it.
+        self._file = file = h5py.File(self._io, "w", rdcc_nbytes=1 << 20, rdcc_w0=1.0)
+        string = h5py.string_dtype("utf-8")
+        input_dim, columns = self.input_dim, 1 + len(self.keys)
+        self._inputs = file.create_dataset(hdf_layout.INPUTS, (0, input_dim), "float32", maxshape=(None, input_dim),
+                                           chunks=(max(1, 65536 // input_dim), input_dim))
+        self._tags = file.create_dataset(hdf_layout.SEQ_TAGS, (0,), string, maxshape=(None,), chunks=(1024,))
+        self._lengths = file.create_dataset(hdf_layout.SEQ_LENGTHS, (0, columns), "int32",
+                                            maxshape=(None, columns), chunks=(1024, columns))
+        dtypes = {"classes": "int32", "weights": "float32", "loss": "float32"}
+        self._targets = {
+            key: file.create_dataset(hdf_layout.target_data(key), (0,), dtypes.get(key, "uint8"),
+                                     maxshape=(None,), chunks=(65536,))
+            for key in self.keys
+        }
+        size = file.require_group(hdf_layout.TARGETS_SIZE)
+        labels = file.require_group(hdf_layout.TARGETS_LABELS)
+        for key, (dim, ndim) in self.keys.items():
+            size.attrs[key] = numpy.array([dim, ndim], dtype="int32")
+            labels.create_dataset(key, (0,), string)
+        self._check_writes("while creating the file")
+
+    @property
+    def _open_io(self) -> GuardedFile:
+        """The guarded descriptor of the temporary: there from init until the dump is released."""
+        if self._io is None:
+            raise TrainerError(f"dump_file {self.path!r}: the dump is closed")
+        return self._io
+
+    @property
+    def _open_temporary_path(self) -> str:
+        """The temporary the dump is written to, until it is renamed or removed."""
+        if self._temporary is None:
+            raise TrainerError(f"dump_file {self.path!r}: the dump is closed")
+        return self._temporary
 
     # -- the hooks ---------------------------------------------------------------
 
@@ -237,7 +255,7 @@ class DumpTrainer(Trainer):
             self._close_file()
             self._check_writes("while closing the file")
             try:
-                os.replace(self._temporary, self.path)
+                os.replace(self._open_temporary_path, self.path)
             except OSError as error:
                 raise TrainerError(f"dump_file {self.path!r}: cannot give the finished dump its name: "
                                    f"{error}") from error
@@ -253,20 +271,20 @@ class DumpTrainer(Trainer):
         """The run ends incomplete: keep what was written whole as ``<dump_file>.partial``, else remove it."""
         if self._file is None:
             return
-        whole = not self._writing and self._io.error is None and self.num_segments > 0
+        whole = not self._writing and self._open_io.error is None and self.num_segments > 0
         if whole:
             partial = self.path + PARTIAL_SUFFIX
             try:
                 self._close_file()
-                if self._io.error is None:
-                    os.replace(self._temporary, partial)
+                if self._open_io.error is None:
+                    os.replace(self._open_temporary_path, partial)
                     self._release()
                     logger.warning("dump: the run ended before RASR's exit() or after a failure; the %d segments "
                                    "written are in %s, %s was not written", self.num_segments, partial, self.path)
                     return
             except Exception:
                 logger.exception("dump: cannot keep the incomplete dump as %s", partial)
-        failed = self._writing or self._io.error is not None
+        failed = self._writing or self._open_io.error is not None
         self._discard()
         logger.warning("dump: the run did not complete and %s; nothing was kept of %s",
                        "a write failed" if failed else "no segment was written", self.path)
@@ -277,7 +295,7 @@ class DumpTrainer(Trainer):
         """Append ``segment`` to every dataset; TrainerError if a write failed."""
         if self._file is None:
             raise TrainerError(f"dump_file {self.path!r}: segment {segment.name!r} came after the dump was closed")
-        if self._io.error is not None:
+        if self._open_io.error is not None:
             self._check_writes(f"before segment {segment.name!r}")
         values = {
             "classes": segment.alignment,
@@ -307,7 +325,7 @@ class DumpTrainer(Trainer):
         self._check_writes(f"at segment {segment.name!r}")
 
     def _check_writes(self, what: str) -> None:
-        error = self._io.error
+        error = self._open_io.error
         if error is not None:
             raise TrainerError(f"dump_file {self.path!r}: a write failed {what}: {error.strerror or error} "
                                f"(errno {error.errno}); the dump is incomplete and will not be kept") from error
@@ -315,13 +333,15 @@ class DumpTrainer(Trainer):
     def _close_file(self) -> None:
         """Write the counts, close the HDF5 file and sync it (a failure lands in ``_io.error``)."""
         file, self._file = self._file, None
+        if file is None:
+            return
         try:
-            file.attrs["inputPattSize"] = self.input_dim
-            file.attrs["numSeqs"] = self.num_segments
-            file.attrs["numTimesteps"] = self.num_frames
+            file.attrs[hdf_layout.INPUT_PATT_SIZE] = self.input_dim
+            file.attrs[hdf_layout.NUM_SEQS] = self.num_segments
+            file.attrs[hdf_layout.NUM_TIMESTEPS] = self.num_frames
         finally:
             file.close()
-        self._io.sync()
+        self._open_io.sync()
 
     def _release(self) -> None:
         """Close the descriptor (which drops the lock) and forget the temporary."""
@@ -348,7 +368,23 @@ class DumpTrainer(Trainer):
             self.abort()
 
 
-def _append(dataset, data) -> None:
+def _target_keys(target_mode: str, output_dim: int) -> dict[str, tuple[int, int]]:
+    """The target keys ``target_mode`` writes, sorted (the order of ``seqLengths``' columns),
+    each with its ``[dim, ndim]``."""
+    keys = {"weights": (1, 1)}
+    if target_mode in ("target-alignment", "target-generic"):
+        keys["classes"] = (output_dim, 1)
+    if target_mode in ("target-segment-orth", "target-generic"):
+        keys["orth"] = (256, 1)
+    if target_mode == "target-generic":
+        keys["speaker_name"] = (256, 1)
+        keys["speaker_gender"] = (256, 1)
+    if target_mode == "criterion-by-sprint":
+        keys["loss"] = (1, 1)
+    return dict(sorted(keys.items()))
+
+
+def _append(dataset: Any, data: numpy.ndarray) -> None:
     start = dataset.shape[0]
     dataset.resize(start + data.shape[0], axis=0)
     if data.shape[0]:

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Optional
+from collections.abc import Iterator, Sequence
 
 import numpy
 
@@ -68,7 +69,7 @@ def last_written_epoch(model: Optional[str]) -> int:
         names = os.listdir(directory)
     except OSError:
         return 0
-    found: Dict[int, set] = {}
+    found: dict[int, set[str]] = {}
     for name in names:
         match = pattern.fullmatch(name)
         if match:
@@ -120,10 +121,10 @@ class EpochSchedule:
         self.first = first_epoch(config) if first is None else first
         self.last = config.num_epochs
         self._order = order
-        self._lists: Dict[int, List[str]] = {}
+        self._lists: dict[int, list[str]] = {}
         # The generator's place (epoch, index of the name yielded last) and the
         # trainer's (epoch, index of the segment fed last); index -1: none yet.
-        self._yielded: Optional[tuple] = None
+        self._yielded: Optional[tuple[int, int]] = None
         self._generated_through = self.first - 1
         self._fed = (self.first, -1)
         if self.first > self.last:
@@ -136,7 +137,7 @@ class EpochSchedule:
             logger.warning("segment order: %s, num_epochs %d: nothing to train, the segment list is empty "
                            "(raise num_epochs to train on)", why, self.last)
 
-    def epoch_segments(self, epoch: int) -> List[str]:
+    def epoch_segments(self, epoch: int) -> list[str]:
         """The segment names of ``epoch``, in the order RASR gets them."""
         names = self._lists.get(epoch)
         if names is None:
@@ -177,7 +178,8 @@ class EpochSchedule:
         self._fed = found
         return found[0]
 
-    def _search_back(self, name: str) -> Optional[tuple]:
+    def _search_back(self, name: str) -> Optional[tuple[int, int]]:
+        assert self._yielded is not None  # locate searches back only once the generator yielded
         epoch, index = self._yielded
         budget = self.LOOK_BACK
         while (epoch, index) > self._fed and budget > 0:
@@ -193,7 +195,7 @@ class EpochSchedule:
             budget -= 1
         return self._search_forward(name) if budget == 0 else None
 
-    def _search_forward(self, name: str) -> Optional[tuple]:
+    def _search_forward(self, name: str) -> Optional[tuple[int, int]]:
         epoch, after = self._fed
         for candidate in (epoch, epoch + 1):
             if candidate > self.last:

@@ -45,20 +45,26 @@ logger (configured from ``log_level`` here and at getSegmentList).
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import queue
 import threading
 import time
 import traceback
-from typing import Callable, Optional
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy
 
+from sprintiface._checks import checked_int
 from sprintiface.config import Config, load_config
 from sprintiface.errors import ConfigError, FeatureError, ProtocolError, SprintifaceError, TrainerError
-from sprintiface.log import configure_logging, logger
+from sprintiface.log import TRAINER_SEGMENT_LEVEL, configure_logging, logger
 from sprintiface.training.protocol import Segment, Trainer, make_trainer, trainer_factory
 from sprintiface.training.schedule import EpochSchedule, done_marker, first_epoch, last_finished_epoch
+
+if TYPE_CHECKING:
+    from sprintiface.engine import OnnxEngine
 
 TARGET_MODES = ("criterion-by-sprint", "target-generic", "target-alignment", "target-segment-orth",
                 "unsupervised", "forward-only")
@@ -75,8 +81,8 @@ FRAME_BATCH_REFUSED = (
     "(docs/training.md); action nop and action forward accept frame batches")
 
 
-def _check_target_mode(mode, what: str) -> str:
-    if mode not in TARGET_MODES:
+def _check_target_mode(mode: object, what: str) -> str:
+    if not isinstance(mode, str) or mode not in TARGET_MODES:
         raise ConfigError(f"{what}: expected one of {', '.join(TARGET_MODES)}, got {mode!r}")
     return mode
 
@@ -92,7 +98,8 @@ class TrainingProcess:
         self.config: Optional[Config] = None
         self.target_mode_override: Optional[str] = None
 
-    def segment_list(self, corpus_name, segment_list, segments_info, config):
+    def segment_list(self, corpus_name: object, segment_list: Any, segments_info: Any,
+                     config: object) -> Iterator[str]:
         """getSegmentList: a generator over the segment names of every epoch."""
         from sprintiface.segment_order import make_schedule
 
@@ -107,8 +114,9 @@ class TrainingProcess:
                     len(schedule.names), schedule.first, schedule.last, parsed.seq_ordering)
         return iter(schedule)
 
-    def start(self, inputDim, outputDim, config, targetMode, allowDownsampling=0,  # noqa: N803
-              cudaEnabled=0, cudaActiveGpu=-1, **kwargs) -> None:  # noqa: N803
+    def start(self, inputDim: object, outputDim: object, config: object, targetMode: object,  # noqa: N803 - RASR's
+              allowDownsampling: object = 0, cudaEnabled: object = 0, cudaActiveGpu: Any = -1,  # noqa: N803 - names
+              **kwargs: Any) -> None:
         """RASR's init with ``name`` None: start this process's session (closing one that runs)."""
         if self.session is not None:
             previous, self.session = self.session, None
@@ -123,7 +131,7 @@ class TrainingProcess:
                                        schedule=self.schedule)
         self.config = self.session.config
 
-    def require_session(self) -> "TrainingSession":
+    def require_session(self) -> TrainingSession:
         if self.session is None:
             raise ProtocolError("a PythonTrainer call came before init(inputDim=..., outputDim=..., ...)")
         return self.session
@@ -148,42 +156,20 @@ class TrainingProcess:
         return self.config.num_epochs
 
 
-def _dimension(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value <= 0:
-        raise ProtocolError(f"init: expected {name} to be an integer > 0, got {value!r}")
-    return int(value)
-
-
 class TrainingSession:
     """State of one RASR PythonTrainer run (see the module docstring)."""
 
-    def __init__(self, input_dim, output_dim, config, target_mode: str, allow_downsampling: bool = False,
-                 cuda_enabled: bool = False, cuda_active_gpu: int = -1,
+    def __init__(self, input_dim: object, output_dim: object, config: object, target_mode: str,
+                 allow_downsampling: bool = False, cuda_enabled: bool = False, cuda_active_gpu: int = -1,
                  schedule: Optional[EpochSchedule] = None):
-        self.input_dim = _dimension(input_dim, "inputDim")
-        self.output_dim = _dimension(output_dim, "outputDim")
-        if config is not None and not isinstance(config, (str, Config)):
-            raise ProtocolError(f"init: expected config to be the pymod-config string, got {type(config).__name__}")
-        self.config: Config = config if isinstance(config, Config) else load_config(config)
+        self.input_dim = checked_int(input_dim, "inputDim", where="init", minimum=1)
+        self.output_dim = checked_int(output_dim, "outputDim", where="init", minimum=1)
+        self.config: Config = self._parsed_config(config)
         configure_logging(self.config)
         self.target_mode = _check_target_mode(target_mode, "targetMode")
         self.allow_downsampling = allow_downsampling
-        self.action = self.config.action
-        if self.action is None:
-            raise ConfigError("config key 'action' is required for the trainer: forward, train or nop")
-        if self.action == "forward" and target_mode not in ("criterion-by-sprint", "forward-only"):
-            raise ConfigError(f"action forward needs target-mode criterion-by-sprint or forward-only, "
-                              f"got {target_mode!r}")
-        self.engine = None
-        # A trainer that writes `model` (its checkpoints and exports) loads no ONNX model from it.
-        writes_model = self.action == "train" and getattr(trainer_factory(self.config), "writes_model", False)
-        if not writes_model and (self.config.onnx or self.config.model):
-            from sprintiface.engine import OnnxEngine
-
-            self.engine = OnnxEngine.from_config(self.config)
-            self.engine.check_dims(self.input_dim, self.output_dim)
-        elif self.action == "forward":
-            raise ConfigError("action forward needs a model: onnx:<path>, or model:<prefix> with epoch:<n>")
+        self.action: str = self._checked_action(target_mode)
+        self.engine: Optional[OnnxEngine] = self._load_engine()
         self.trainer: Optional[Trainer] = None
         if self.action == "train":
             self.trainer = make_trainer(self.config, self.input_dim, self.output_dim, target_mode, self.engine,
@@ -203,23 +189,64 @@ class TrainingSession:
         #: Why a segment RASR fed never reached the trainer (action train): the run cannot complete.
         self._rejected: Optional[str] = None
         self._closed = False
-        self._queue: Optional[queue.Queue] = None
+        self._queue: Optional[queue.Queue[Optional[Callable[[], None]]]] = None
         self._worker: Optional[threading.Thread] = None
-        if self.trainer is not None and self.config.queue_size > 0 and target_mode != "criterion-by-sprint":
-            self._queue = queue.Queue(maxsize=self.config.queue_size)
-            self._worker = threading.Thread(target=self._work, name="sprintiface-trainer", daemon=True)
-            self._worker.start()
+        self._start_worker()
         # RASR may end without exit(): the trainer still gets abort() (nothing looks complete).
         atexit.register(self._close_at_exit)
         logger.info("trainer session: action %s, target mode %s, %d -> %d, trainer %s", self.action,
                     target_mode, self.input_dim, self.output_dim,
                     type(self.trainer).__name__ if self.trainer else "none")
 
+    @staticmethod
+    def _parsed_config(config: object) -> Config:
+        """init's ``config``: the pymod-config string (or None), or a Config already parsed."""
+        if isinstance(config, Config):
+            return config
+        if config is not None and not isinstance(config, str):
+            raise ProtocolError(f"init: expected config to be the pymod-config string, got {type(config).__name__}")
+        return load_config(config)
+
+    def _checked_action(self, target_mode: str) -> str:
+        """The config's ``action``, which is required, and fits ``target_mode``."""
+        action = self.config.action
+        if action is None:
+            raise ConfigError("config key 'action' is required for the trainer: forward, train or nop")
+        if action == "forward" and target_mode not in ("criterion-by-sprint", "forward-only"):
+            raise ConfigError(f"action forward needs target-mode criterion-by-sprint or forward-only, "
+                              f"got {target_mode!r}")
+        return action
+
+    def _load_engine(self) -> Optional[OnnxEngine]:
+        """The ONNX model the config names (checked against the dimensions), or None.
+
+        A trainer that writes ``model`` (its checkpoints and exports) loads no ONNX model from it."""
+        writes_model = self.action == "train" and getattr(trainer_factory(self.config), "writes_model", False)
+        if not writes_model and (self.config.onnx or self.config.model):
+            from sprintiface.engine import OnnxEngine
+
+            engine = OnnxEngine.from_config(self.config)
+            engine.check_dims(self.input_dim, self.output_dim)
+            return engine
+        if self.action == "forward":
+            raise ConfigError("action forward needs a model: onnx:<path>, or model:<prefix> with epoch:<n>")
+        return None
+
+    def _start_worker(self) -> None:
+        """The trainer's background thread behind a bounded queue, when ``queue_size > 0`` (not for
+        criterion-by-sprint, which needs the posteriors at once)."""
+        if self.trainer is not None and self.config.queue_size > 0 and self.target_mode != "criterion-by-sprint":
+            self._queue = queue.Queue(maxsize=self.config.queue_size)
+            self._worker = threading.Thread(target=self._work, name="sprintiface-trainer", daemon=True)
+            self._worker.start()
+
     # -- the trainer's thread ---------------------------------------------------
 
     def _work(self) -> None:
+        tasks = self._queue
+        assert tasks is not None  # the worker is started with its queue
         while True:
-            task = self._queue.get()
+            task = tasks.get()
             try:
                 if task is None:
                     return
@@ -228,7 +255,7 @@ class TrainingSession:
             except BaseException as error:  # surfaced at RASR's next call
                 self._failure = error
             finally:
-                self._queue.task_done()
+                tasks.task_done()
 
     def _run(self, task: Callable[[], None]) -> None:
         """Run ``task`` on the trainer: queued to the worker, or here."""
@@ -252,14 +279,14 @@ class TrainingSession:
             raise TrainerError(f"trainer {type(self.trainer).__name__}: {self._rejected}, so this run cannot "
                                f"complete (the trainer gets abort() at the end); start a new one with init()")
 
-    def _reject(self, segment_name, error: BaseException) -> None:
+    def _reject(self, segment_name: object, error: BaseException) -> None:
         """A segment RASR fed was refused: with a trainer, the run can no longer be complete."""
         if self.trainer is not None and self._rejected is None:
             self._rejected = f"segment {segment_name!r} was rejected ({type(error).__name__}: {error})"
 
     # -- segments ---------------------------------------------------------------
 
-    def segment(self, features, weights, segment_name, **targets) -> Segment:
+    def segment(self, features: Any, weights: Any, segment_name: object, **targets: Any) -> Segment:
         """Check RASR's arrays and copy them into a time-major Segment the trainer owns."""
         self._check_failure()
         if self._closed:
@@ -270,7 +297,8 @@ class TrainingSession:
             self._reject(segment_name, error)
             raise
 
-    def _checked_segment(self, features, weights, segment_name, targets) -> Segment:
+    def _checked_segment(self, features: Any, weights: Any, segment_name: object,
+                         targets: dict[str, Any]) -> Segment:
         if segment_name is not None and not isinstance(segment_name, str):
             raise FeatureError(f"expected segmentName to be a str or None, got {type(segment_name).__name__}")
         if segment_name is None and self.trainer is not None and getattr(self.trainer, "needs_segments", True):
@@ -318,9 +346,9 @@ class TrainingSession:
                        targets.get("speaker_gender"))
 
     def _log_segment(self, segment: Segment, what: str) -> None:
-        """The one INFO line per segment (log_level:info) on RASR's stderr."""
-        logger.info("segment %d %r, epoch %d: %d frames, %s", self.segments, segment.name, segment.epoch,
-                    segment.num_frames, what)
+        """The one line per segment, at :data:`~sprintiface.log.TRAINER_SEGMENT_LEVEL`, on RASR's stderr."""
+        logger.log(TRAINER_SEGMENT_LEVEL, "segment %d %r, epoch %d: %d frames, %s", self.segments, segment.name,
+                   segment.epoch, segment.num_frames, what)
 
     # -- epochs -------------------------------------------------------------------
 
@@ -332,13 +360,13 @@ class TrainingSession:
         trainer, directory = self.trainer, self.config.checkpoint_dir
         # Epochs of the schedule this process was fed nothing of (another partition's)
         # still start and end, so that every process goes through the same epochs.
-        if self._epoch_open:
+        if self._epoch_open and self.epoch is not None:  # an open epoch has its number
             self._end_epoch(self.epoch)
             self._pass_empty_epochs(self.epoch + 1, epoch)
         elif self.epoch is None:
             first = self.schedule.first if self.schedule is not None else epoch
             previous = last_finished_epoch(directory, before=first) if directory else 0
-            if previous:
+            if directory and previous:
                 self._run(lambda: trainer.load_checkpoint(directory, previous))
             self._pass_empty_epochs(first, epoch)
         self.epoch = epoch
@@ -349,16 +377,18 @@ class TrainingSession:
     def _pass_empty_epochs(self, first: int, stop: int) -> None:
         """start_epoch and end_epoch (with checkpoint) for epochs ``first .. stop - 1``, fed nothing."""
         trainer = self.trainer
+        assert trainer is not None  # epochs are passed for a trainer only
         for skipped in range(first, stop):
-            self._run(lambda e=skipped: trainer.start_epoch(e))
+            self._run(functools.partial(trainer.start_epoch, skipped))
             self._end_epoch(skipped)
 
     def _end_epoch(self, epoch: int) -> None:
         """end_epoch, then with checkpoint_dir save_checkpoint and the epoch.NNN.done marker."""
         self._epoch_open = False
         trainer, directory, segments = self.trainer, self.config.checkpoint_dir, self.segments
+        assert trainer is not None  # epochs end for a trainer only
 
-        def end():
+        def end() -> None:
             trainer.end_epoch(epoch)
             if directory:
                 from sprintiface._files import atomic_write
@@ -405,11 +435,13 @@ class TrainingSession:
         self.segments += 1
         self.frames += segment.num_frames
         started = time.perf_counter()
+        posteriors: numpy.ndarray
         if self.action == "nop":
             posteriors = numpy.full((segment.num_frames, self.output_dim), 1.0 / self.output_dim, numpy.float32)
         elif self.action == "forward":
             from sprintiface.scores import model_posteriors
 
+            assert self.engine is not None  # action forward does not start without a model
             posteriors = model_posteriors(self.engine, segment.features, self.config.score_kernel)
         else:
             posteriors = self._trainer_forward(segment)
@@ -423,16 +455,19 @@ class TrainingSession:
             raise error
         if self.target_mode != "criterion-by-sprint":
             self._log_segment(segment, f"{frames} posterior frames in {1e3 * (time.perf_counter() - started):.1f} ms")
-        return posteriors.T
+        transposed: numpy.ndarray = posteriors.T  # (C, T') in Fortran order: RASR takes it without a copy
+        return transposed
 
     def _trainer_forward(self, segment: Segment) -> numpy.ndarray:
         """The trainer's forward (criterion-by-sprint, forward-only with action train); a failure is recorded."""
         if self._queue is not None:  # forward-only with a queued trainer: its updates first
             self._queue.join()
         self._check_failure()
-        name = type(self.trainer).__name__
+        trainer = self.trainer
+        assert trainer is not None  # the action is train
+        name = type(trainer).__name__
         try:
-            posteriors = self.trainer.forward(segment)
+            posteriors = trainer.forward(segment)
             if not isinstance(posteriors, numpy.ndarray) or posteriors.ndim != 2:
                 raise TrainerError(f"trainer {name}: forward() must return an array (T, outputDim={self.output_dim}); "
                                    f"got {getattr(posteriors, 'shape', type(posteriors).__name__)}")
@@ -455,7 +490,7 @@ class TrainingSession:
         self._pending_frames = posteriors.shape[1]
         return posteriors
 
-    def finish_error(self, error, error_signal, natural_pairing_type) -> None:
+    def finish_error(self, error: object, error_signal: object, natural_pairing_type: object) -> None:
         """RASR's loss and error signal (outputDim, T') for the segment of the last feedInput."""
         self._check_failure()
         pending = self._pending
@@ -516,18 +551,19 @@ class TrainingSession:
                     pending, trainer = self._pending, self.trainer
                     self._pending = None
                     self._run(lambda: trainer.discard(pending))
-                if self._epoch_open and (self.schedule is None or self.schedule.handed_out(self.epoch)):
-                    self._end_epoch(self.epoch)
+                epoch = self.epoch if self._epoch_open else None
+                if epoch is not None and (self.schedule is None or self.schedule.handed_out(epoch)):
+                    self._end_epoch(epoch)
                     if self.schedule is not None:  # later epochs handed out with nothing for this process
-                        last = self.epoch
+                        last = epoch
                         while last < self.schedule.last and self.schedule.handed_out(last + 1):
                             last += 1
-                        self._pass_empty_epochs(self.epoch + 1, last + 1)
+                        self._pass_empty_epochs(epoch + 1, last + 1)
                 self._run(self.trainer.finish)
         except TrainerError:
             pass  # raised below, after the thread is joined
         finally:
-            if self._worker is not None:
+            if self._worker is not None and self._queue is not None:
                 self._queue.put(None)
                 self._worker.join()
             atexit.unregister(self._close_at_exit)
@@ -549,7 +585,7 @@ class TrainingSession:
             logger.exception("the trainer failed while finishing at exit")
 
 
-def _check_finite(frames: numpy.ndarray, segment_name, what: str) -> None:
+def _check_finite(frames: numpy.ndarray, segment_name: object, what: str) -> None:
     """FeatureError naming the first frame (row of ``frames``) with a NaN or infinity."""
     finite = numpy.isfinite(frames)
     if not finite.all():

@@ -33,20 +33,20 @@ export may take longer): the others wait as long as process 0 is there.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import os
 import time
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
+from torch.distributed.algorithms.join import Join
 
 from sprintiface.errors import ConfigError, TrainerError
 from sprintiface.log import logger
 
-#: The launcher's variables, in the order they are checked.
-ENVIRONMENT = ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT")
 #: Keys of the rendezvous store: each process's arrival, process 0's verdict, the others' receipt of it.
 STARTED, MISSING, TOLD, OUTCOME = "sprintiface/started/", "sprintiface/missing", "sprintiface/told/", \
     "sprintiface/outcome/"
@@ -56,9 +56,10 @@ POLL_SECONDS, VERDICT_SECONDS = 0.05, 10.0
 
 def _integer_variable(name: str, minimum: int) -> int:
     value = os.environ.get(name)
+    number: Optional[int]
     try:
-        number = int(value)
-    except (TypeError, ValueError):
+        number = int(value or "")
+    except ValueError:
         number = None
     if number is None or number < minimum:
         raise ConfigError(f"environment variable {name}: expected an integer >= {minimum} for a distributed "
@@ -79,16 +80,17 @@ class ProcessGroup:
     """This process's place in a distributed run; :meth:`from_environment` makes one
     only when ``WORLD_SIZE`` > 1."""
 
-    def __init__(self, rank: int, world_size: int, device: torch.device, store=None):
+    def __init__(self, rank: int, world_size: int, device: torch.device, store: Optional[dist.TCPStore] = None):
         self.rank = rank
         self.world_size = world_size
         self.device = device
         self.store = store
-        self._join = None
+        #: The epoch's Join context, entered at begin_epoch and left at end_epoch.
+        self._join: Optional[contextlib.ExitStack] = None
         self._outcomes = 0
 
     @classmethod
-    def from_environment(cls, device: torch.device, timeout: float = 300.0) -> Optional["ProcessGroup"]:
+    def from_environment(cls, device: torch.device, timeout: float = 300.0) -> Optional[ProcessGroup]:
         """Join the run the launcher's variables describe (blocks until every process has
         joined, at most ``timeout`` seconds: then TrainerError naming the missing processes);
         None for a single process (WORLD_SIZE unset or 1)."""
@@ -129,21 +131,24 @@ class ProcessGroup:
         return DistributedDataParallel(module, device_ids=device_ids)
 
     def begin_epoch(self, network: torch.nn.Module) -> None:
-        """Enter the epoch's Join context (``network`` is the DistributedDataParallel module)."""
-        from torch.distributed.algorithms import Join
+        """Enter the epoch's Join context (``network`` is the DistributedDataParallel module of :meth:`wrap`)."""
+        from torch.nn.parallel import DistributedDataParallel
 
-        self._join = Join([network], divide_by_initial_world_size=False)
-        self._join.__enter__()
+        if not isinstance(network, DistributedDataParallel):
+            raise TypeError(f"begin_epoch: expected the module of wrap(), got {type(network).__name__}")
+        join = contextlib.ExitStack()
+        join.enter_context(Join([network], divide_by_initial_world_size=False))
+        self._join = join
 
     def end_epoch(self) -> None:
         """Leave the epoch's Join context: wait, shadowing the others, until every process is done."""
         join, self._join = self._join, None
         if join is not None:
-            join.__exit__(None, None, None)
+            join.close()
 
     def most_trained_rank(self, batches: int) -> int:
         """The process that trained the most mini-batches this epoch (the lowest such rank)."""
-        counts = [None] * self.world_size
+        counts: list[int] = [0] * self.world_size
         dist.all_gather_object(counts, batches)
         return max(range(self.world_size), key=lambda rank: (counts[rank], -rank))
 
@@ -156,7 +161,7 @@ class ProcessGroup:
     def check_identical(self, module: torch.nn.Module, epoch: int) -> str:
         """The parameter digest, after checking every process has the same one."""
         digest = parameter_digest(module)
-        digests = [None] * self.world_size
+        digests: list[str] = [""] * self.world_size
         dist.all_gather_object(digests, digest)
         if len(set(digests)) != 1:
             raise TrainerError(f"after epoch {epoch} the processes' models differ (parameter digests "
@@ -170,7 +175,8 @@ class ProcessGroup:
         self._outcomes += 1
         key = f"{OUTCOME}{self._outcomes}"
         if self.store is None:
-            return self.share_state(failure, 0)
+            shared: Optional[str] = self.share_state(failure, 0)
+            return shared
         if self.is_main:
             self.store.set(key, "" if failure is None else "failed: " + failure)
             return failure
@@ -182,7 +188,7 @@ class ProcessGroup:
                     told += 1
                     logger.info("torch trainer: process %d waits for process 0 to write its files (%d min)",
                                 self.rank, told)
-            text = self.store.get(key).decode("utf-8")
+            text: str = self.store.get(key).decode("utf-8")
         except Exception as error:
             raise TrainerError(f"torch trainer process {self.rank} of {self.world_size}: process 0 ended while "
                                f"it wrote the epoch's files (its store at {os.environ.get('MASTER_ADDR')}:"
@@ -196,7 +202,7 @@ class ProcessGroup:
         self.store = None
 
 
-def _ranks(ranks: List[int]) -> str:
+def _ranks(ranks: list[int]) -> str:
     return f"process{'es' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
 
 
@@ -208,7 +214,7 @@ class _Rendezvous:
         self.rank, self.world_size, self.address, self.port, self.timeout = rank, world_size, address, port, timeout
         self.where = f"{address}:{port}"
 
-    def missing_text(self, missing: List[int]) -> str:
+    def missing_text(self, missing: list[int]) -> str:
         whose = "its" if len(missing) == 1 else "their"
         return (f"torch trainer process {self.rank} of {self.world_size}: {_ranks(missing)} of {self.world_size} "
                 f"did not start {whose} trainer within distributed_timeout {self.timeout:g} s. RASR starts a "
@@ -218,7 +224,7 @@ class _Rendezvous:
                 f"corpus.select-partition = RANK), or fewer processes; if {_ranks(missing)} only starts late, "
                 f"raise distributed_timeout")
 
-    def meet(self):
+    def meet(self) -> dist.TCPStore:
         deadline = time.monotonic() + self.timeout
         try:
             store = dist.TCPStore(self.address, self.port, self.world_size, is_master=self.rank == 0,
@@ -254,7 +260,7 @@ class _Rendezvous:
         logger.info("torch trainer: all %d processes started", self.world_size)
         return store
 
-    def _tell(self, store, keys: List[str], missing: List[int]) -> None:
+    def _tell(self, store: dist.TCPStore, keys: list[str], missing: list[int]) -> None:
         """Process 0: publish whom it misses, and wait a little for the others to read it
         (the store ends with this process)."""
         store.set(MISSING, ",".join(map(str, missing)))

@@ -32,13 +32,17 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from typing import Iterable, Optional
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 import numpy
 import torch
 
 from sprintiface._files import atomic_write
 from sprintiface.errors import TrainerError
+
+if TYPE_CHECKING:
+    import onnx
 
 FEATURES, LENGTHS, OUTPUT = "data", "data:size1", "output"
 #: Opset of torchscript exports (ONNX Runtime >= 1.13 runs it); dynamo exports use its default.
@@ -65,13 +69,13 @@ class ScorerView(torch.nn.Module):
         return torch.log_softmax(self.model(data * mask, lengths), dim=-1)
 
 
-def _example(input_dim: int, lengths, seed: int):
+def _example(input_dim: int, lengths: Sequence[int], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     data = torch.randn(len(lengths), max(lengths), input_dim, generator=generator)
     return data, torch.tensor(lengths, dtype=torch.int32)
 
 
-def _trace(view: ScorerView, input_dim: int, exporter: str):
+def _trace(view: ScorerView, input_dim: int, exporter: str) -> tuple[onnx.ModelProto, list[str]]:
     """The ModelProto of ``view`` by ``exporter``, and the warnings the exporter gave."""
     import onnx
 
@@ -80,7 +84,8 @@ def _trace(view: ScorerView, input_dim: int, exporter: str):
         warnings.simplefilter("always")
         if exporter == "torchscript":
             buffer = io.BytesIO()
-            torch.onnx.export(view, example, buffer, dynamo=False, opset_version=OPSET,
+            # cast: torch annotates a path here, and its torchscript exporter writes to a file object too
+            torch.onnx.export(view, example, cast(Any, buffer), dynamo=False, opset_version=OPSET,
                               input_names=[FEATURES, LENGTHS], output_names=[OUTPUT],
                               dynamic_axes={FEATURES: {0: "B", 1: "T"}, LENGTHS: {0: "B"},
                                             OUTPUT: {0: "B", 1: "T"}})
@@ -90,13 +95,14 @@ def _trace(view: ScorerView, input_dim: int, exporter: str):
             program = torch.onnx.export(view, example, None, dynamo=True, input_names=[FEATURES, LENGTHS],
                                         output_names=[OUTPUT], verbose=False,
                                         dynamic_shapes={"data": {0: batch, 1: frames}, "lengths": {0: batch}})
+            assert program is not None  # the dynamo exporter returns its ONNXProgram
             proto = program.model_proto
     noted = [f"{w.category.__name__}: {w.message}" for w in caught
              if not issubclass(w.category, DeprecationWarning)]
     return proto, noted
 
 
-def _declare_dynamic_output(proto, keeps_frames: bool) -> None:
+def _declare_dynamic_output(proto: onnx.ModelProto, keeps_frames: bool) -> None:
     """Declare the output [B, T, C] with the feature input's B and T (a T of its own,
     ``T_out``, for a model that gives fewer frames than it gets), and drop the
     graph's intermediate shape hints: an exporter may have baked the example's T
@@ -113,7 +119,7 @@ def _declare_dynamic_output(proto, keeps_frames: bool) -> None:
 
 
 def _check_against_torch(serialized: bytes, view: ScorerView, input_dim: int, keeps_frames: bool, what: str,
-                         noted) -> None:
+                         noted: list[str]) -> None:
     """Raise TrainerError unless ONNX Runtime gives ``view``'s log-probabilities on shapes
     other than the traced example's (all real frames; of a downsampling model, the
     sequences without padding)."""
@@ -215,7 +221,7 @@ def _first_non_finite(tensor: torch.Tensor) -> Optional[str]:
            f"{list(where)}"
 
 
-def check_finite_state(state: dict, what: str, buffers: Iterable[str] = ()) -> None:
+def check_finite_state(state: dict[str, Any], what: str, buffers: Iterable[str] = ()) -> None:
     """TrainerError naming the first parameter (or buffer, or optimizer state) of a checkpoint
     ``state`` (:data:`CHECKPOINT_FORMAT`'s dict) that holds a NaN or an infinity."""
     buffers = set(buffers)
@@ -238,7 +244,7 @@ def check_finite_state(state: dict, what: str, buffers: Iterable[str] = ()) -> N
                            f"of train_step, then restart: the job continues after the last finished epoch")
 
 
-def write_checkpoint(path: str, state: dict) -> None:
+def write_checkpoint(path: str, state: dict[str, Any]) -> None:
     """``torch.save`` ``state`` (plus the format tag) to ``path``, complete or absent;
     TrainerError (and nothing written) when a tensor of it is not finite."""
     check_finite_state(state, f"(checkpoint {path!r} is not written)")
@@ -247,7 +253,7 @@ def write_checkpoint(path: str, state: dict) -> None:
         torch.save(dict(state, format=CHECKPOINT_FORMAT), file)
 
 
-def read_checkpoint(path: str, device: torch.device, why: str) -> dict:
+def read_checkpoint(path: str, device: torch.device, why: str) -> dict[str, Any]:
     """The checkpoint at ``path``, tensors on ``device``; TrainerError naming ``why`` it is read."""
     if not os.path.isfile(path):
         raise TrainerError(f"{why}, but its checkpoint {path!r} does not exist (working directory "

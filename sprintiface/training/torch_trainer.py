@@ -62,8 +62,10 @@ import os
 import sys
 import time
 import traceback
+import types
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Optional
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar
 
 import numpy
 
@@ -80,8 +82,11 @@ from sprintiface.training.protocol import Segment, Trainer
 from sprintiface.training.torch_distributed import ProcessGroup, parameter_digest
 from sprintiface.training.torch_export import check_finite_state, export_onnx, read_checkpoint, write_checkpoint
 
-#: What each function of the model file is offered (by keyword); get_model is required.
-MODEL_FILE_FUNCTIONS: Dict[str, tuple] = {
+if TYPE_CHECKING:
+    from sprintiface.engine import OnnxEngine
+
+#: What each function of the user's model code is offered (by keyword); get_model is required.
+USER_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "get_model": ("epoch", "step"),
     "get_optimizer": ("model", "learning_rate", "epoch"),
     "train_step": ("model", "batch", "epoch", "step"),
@@ -89,7 +94,7 @@ MODEL_FILE_FUNCTIONS: Dict[str, tuple] = {
 }
 
 
-def _takes_two_arguments(function: Callable) -> bool:
+def _takes_two_arguments(function: Callable[..., Any]) -> bool:
     """Whether ``function(a, b)`` binds (True when its signature cannot be read)."""
     try:
         inspect.signature(function).bind(None, None)
@@ -100,12 +105,34 @@ def _takes_two_arguments(function: Callable) -> bool:
     return True
 
 
-class ModelFile:
+@contextlib.contextmanager
+def _folder_importable(folder: str) -> Iterator[None]:
+    """``folder`` at the end of sys.path while the block runs, and gone again after it.
+
+    The user's file is loaded with its folder importable, so that its top-level imports
+    find its neighbours (as when it runs as a script); the process's sys.path is left as it
+    was, so nothing else RASR or sprintiface imports later resolves into the user's folder.
+    A neighbour imported while loading stays in sys.modules; one imported only when a
+    function runs is not found (import it at the top of the file)."""
+    added = folder not in sys.path
+    if added:
+        sys.path.append(folder)
+    try:
+        yield
+    finally:
+        if added:
+            with contextlib.suppress(ValueError):  # the user's code removed it itself
+                sys.path.remove(folder)
+
+
+class UserModelCode:
     """The user's Python file (config key ``model_file``) and the functions it defines.
 
-    The file is run as a module of its own (its folder appended to sys.path, so
-    that it can import its neighbours). Failures while loading it raise
-    ConfigError, failures of its functions TrainerError, both naming the file.
+    The file is run as a module of its own, under a name made from its real path, without
+    changing the process's sys.path: its folder is importable only while the file runs
+    (:func:`_folder_importable`). Which keywords each function takes is read once, here.
+    Failures while loading it raise ConfigError, failures of its functions TrainerError,
+    both naming the file.
     """
 
     def __init__(self, path: Optional[str]):
@@ -115,40 +142,49 @@ class ModelFile:
         if not os.path.isfile(path):
             raise ConfigError(f"config key 'model_file': no such file {path!r} (working directory {os.getcwd()!r})")
         self.path = path
-        real = os.path.realpath(path)
-        name = "sprintiface_model_file_" + hashlib.sha1(real.encode("utf-8")).hexdigest()[:12]
-        folder = os.path.dirname(real)
-        if folder not in sys.path:
-            sys.path.append(folder)
-        spec = importlib.util.spec_from_file_location(name, real)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses and pickling look modules up there
-        try:
-            spec.loader.exec_module(module)
-        except Exception as error:
-            del sys.modules[name]
-            text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            raise ConfigError(f"model_file {path!r} failed to load:\n{text}") from error
-        self.module = module
-        self.functions: Dict[str, Callable] = {}
-        for function_name, offered in MODEL_FILE_FUNCTIONS.items():
-            function = getattr(module, function_name, None)
+        self.module = self._load(path)
+        self.functions: dict[str, Callable[..., Any]] = {}
+        #: Per function, the offered keywords it takes; None: all of them (``**kwargs``, or no signature).
+        self._keywords: dict[str, Optional[frozenset[str]]] = {}
+        for function_name, offered in USER_FUNCTIONS.items():
+            function = getattr(self.module, function_name, None)
             if function is None:
                 continue
             if not callable(function):
                 raise ConfigError(f"model_file {path!r}: {function_name} is a {type(function).__name__}, "
                                   f"expected a function")
-            self._check_parameters(function_name, function, offered)
+            self._keywords[function_name] = self._check_parameters(function_name, function, offered)
             self.functions[function_name] = function
         if "get_model" not in self.functions:
             raise ConfigError(f"model_file {path!r} defines no get_model(epoch): the function that returns the "
                               f"torch.nn.Module to train")
 
-    def _check_parameters(self, name: str, function: Callable, offered: tuple) -> None:
+    @staticmethod
+    def _load(path: str) -> types.ModuleType:
+        """The module of the file at ``path``; ConfigError with the traceback if it fails to run."""
+        real = os.path.realpath(path)
+        name = "sprintiface_model_file_" + hashlib.sha1(real.encode("utf-8")).hexdigest()[:12]
+        spec = importlib.util.spec_from_file_location(name, real)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"model_file {path!r}: Python cannot load it as a module (expected a .py file)")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickling look modules up there
+        try:
+            with _folder_importable(os.path.dirname(real)):
+                spec.loader.exec_module(module)
+        except Exception as error:
+            del sys.modules[name]
+            text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            raise ConfigError(f"model_file {path!r} failed to load:\n{text}") from error
+        return module
+
+    def _check_parameters(self, name: str, function: Callable[..., Any],
+                          offered: tuple[str, ...]) -> Optional[frozenset[str]]:
+        """The offered keywords ``function`` takes (None: all); ConfigError if it requires another."""
         try:
             parameters = inspect.signature(function).parameters.values()
         except (TypeError, ValueError):
-            return
+            return None
         for parameter in parameters:
             required = parameter.default is inspect.Parameter.empty and \
                 parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY, parameter.POSITIONAL_ONLY)
@@ -156,19 +192,18 @@ class ModelFile:
                 raise ConfigError(f"model_file {self.path!r}: {name}() takes parameter {parameter.name!r}, which "
                                   f"sprintiface does not give; it calls {name} with the keywords "
                                   f"{', '.join(offered)} (declare the ones you need)")
+        if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+            return None
+        return frozenset(parameter.name for parameter in parameters)
 
     def has(self, name: str) -> bool:
         return name in self.functions
 
-    def call(self, name: str, **offered):
+    def call(self, name: str, **offered: Any) -> Any:
         """``name(**the offered keywords its signature takes)``; TrainerError naming the file if it raises."""
-        function = self.functions[name]
-        try:
-            parameters = inspect.signature(function).parameters
-            if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-                offered = {key: value for key, value in offered.items() if key in parameters}
-        except (TypeError, ValueError):
-            pass
+        function, keywords = self.functions[name], self._keywords[name]
+        if keywords is not None:
+            offered = {key: value for key, value in offered.items() if key in keywords}
         try:
             return function(**offered)
         except Exception as error:
@@ -193,14 +228,14 @@ class Batch:
     mask: torch.Tensor
     alignment: Optional[torch.Tensor]
     weights: torch.Tensor
-    segments: List[Segment] = field(repr=False)
+    segments: list[Segment] = field(repr=False)
 
     @property
     def num_frames(self) -> int:
         return int(sum(segment.num_frames for segment in self.segments))
 
 
-def collate(segments: List[Segment], device: torch.device) -> Batch:
+def collate(segments: list[Segment], device: torch.device) -> Batch:
     """The padded :class:`Batch` of ``segments``, longest first (equal lengths in the order fed):
     ``lengths`` is non-increasing, as ``pack_padded_sequence(enforce_sorted=True)`` requires."""
     # sorted here, not in Batcher: which segments make a batch stays as it was, only their rows move
@@ -210,16 +245,16 @@ def collate(segments: List[Segment], device: torch.device) -> Batch:
     features = numpy.zeros((size, frames, dim), dtype=numpy.float32)
     weights = numpy.zeros((size, frames), dtype=numpy.float32)
     aligned = all(segment.alignment is not None for segment in segments)
-    alignment = numpy.zeros((size, frames), dtype=numpy.int64) if aligned else None
+    alignment = numpy.zeros((size, frames), dtype=numpy.int64)
     for index, segment in enumerate(segments):
         count = segment.num_frames
         features[index, :count] = segment.features
         weights[index, :count] = 1.0 if segment.weights is None else segment.weights
-        if aligned:
+        if segment.alignment is not None:
             alignment[index, :count] = segment.alignment
     mask = numpy.arange(frames)[None, :] < lengths[:, None]
 
-    def tensor(array):
+    def tensor(array: numpy.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(device, non_blocking=True)
 
     return Batch(tensor(features), tensor(lengths), tensor(mask), tensor(alignment) if aligned else None,
@@ -233,10 +268,10 @@ class Batcher:
 
     def __init__(self, max_seqs: int, max_frames: int):
         self.max_seqs, self.max_frames = max_seqs, max_frames
-        self.pending: List[Segment] = []
+        self.pending: list[Segment] = []
         self._longest = 0
 
-    def add(self, segment: Segment) -> List[List[Segment]]:
+    def add(self, segment: Segment) -> list[list[Segment]]:
         """Take ``segment``; returns the batches that are complete now (none, one or two)."""
         done = []
         count = len(self.pending) + 1
@@ -248,13 +283,13 @@ class Batcher:
             done.append(self.take())
         return done
 
-    def take(self) -> List[Segment]:
+    def take(self) -> list[Segment]:
         """The segments collected so far (the batch they make), and an empty batch started."""
         segments, self.pending, self._longest = self.pending, [], 0
         return segments
 
 
-def batches(segments: Iterable[Segment], max_seqs: int, max_frames: int) -> Iterator[List[Segment]]:
+def batches(segments: Iterable[Segment], max_seqs: int, max_frames: int) -> Iterator[list[Segment]]:
     """The mini-batches the torch trainer makes of ``segments`` (see :class:`Batcher`)."""
     batcher = Batcher(max_seqs, max_frames)
     for segment in segments:
@@ -277,7 +312,7 @@ class EpochStats:
     files_seconds: float = 0.0  # writing the checkpoint and the export (process 0), and telling the others
 
 
-def _names(segments: List[Segment], shown: int = 4) -> str:
+def _names(segments: list[Segment], shown: int = 4) -> str:
     names = ", ".join(repr(segment.name) for segment in segments[:shown])
     return f"segment{'s' if len(segments) > 1 else ''} {names}" + (", ..." if len(segments) > shown else "")
 
@@ -300,20 +335,42 @@ def _check_rasr_error(segment: Segment, error: float, error_signal: numpy.ndarra
             f"alignment or orthography the criterion cannot reach)")
 
 
+T = TypeVar("T")
+
+
+def _built(value: Optional[T], what: str) -> T:
+    """``value``, which the first start_epoch made: TrainerError for a call before it."""
+    if value is None:
+        raise TrainerError(f"torch trainer: no {what} yet; RASR's first segment starts the epoch that builds it")
+    return value
+
+
+class Scheduler(Protocol):
+    """What get_optimizer may return beside the optimizer: stepped once per epoch, and kept in
+    the checkpoints (a ``torch.optim.lr_scheduler`` scheduler is one)."""
+
+    def step(self) -> object: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> object: ...
+
+
 class TorchTrainer(Trainer):
     """``trainer:torch`` (see the module docstring for the contract)."""
 
     writes_model = True
 
-    def __init__(self, config: Config, input_dim: int, output_dim: int, target_mode: str, engine=None, *,
+    def __init__(self, config: Config, input_dim: int, output_dim: int, target_mode: str,
+                 engine: Optional[OnnxEngine] = None, *,
                  allow_downsampling: bool = False, cuda_enabled: bool = False, cuda_active_gpu: int = -1):
         super().__init__(config, input_dim, output_dim, target_mode, engine, allow_downsampling=allow_downsampling,
                          cuda_enabled=cuda_enabled, cuda_active_gpu=cuda_active_gpu)
         if not config.model:
             raise ConfigError("trainer 'torch' needs config key 'model': the prefix of what it writes after every "
                               "epoch, <model>.<epoch:03d>.pt and <model>.<epoch:03d>.onnx")
-        self.model_file = ModelFile(config.model_file)
-        if target_mode in ("target-segment-orth", "unsupervised") and not self.model_file.has("train_step"):
+        self.user_code = UserModelCode(config.model_file)
+        if target_mode in ("target-segment-orth", "unsupervised") and not self.user_code.has("train_step"):
             raise ConfigError(
                 f"target mode {target_mode} gives no frame targets, and the torch trainer's default loss is "
                 f"frame-wise cross-entropy on alignments: define train_step(model, batch, epoch) -> loss in "
@@ -328,13 +385,14 @@ class TorchTrainer(Trainer):
         self.model: Optional[torch.nn.Module] = None
         self.network: Optional[torch.nn.Module] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
-        self.scheduler = None
+        self.scheduler: Optional[Scheduler] = None
         self.epoch: Optional[int] = None
         self.step = 0  # optimizer steps so far
         self._accumulated = 0  # mini-batches (segments) in the gradients since the last step
         self._epoch_batches = 0
         self._batcher = Batcher(config.max_seqs, config.max_frames)
-        self._pending = None  # criterion-by-sprint: (segment, logits, posteriors) awaiting backward/discard
+        #: criterion-by-sprint: (segment, logits, posteriors) awaiting backward/discard.
+        self._pending: Optional[tuple[Segment, torch.Tensor, torch.Tensor]] = None
         self._stats = EpochStats()
         #: The last finished epoch's figures (segments, frames, loss, seconds of training and of files).
         self.last_epoch_stats: Optional[EpochStats] = None
@@ -343,6 +401,20 @@ class TorchTrainer(Trainer):
                     f", process {self.group.rank} of {self.group.world_size}" if self.group else "")
 
     # -- the model -----------------------------------------------------------------
+
+    @property
+    def built_model(self) -> torch.nn.Module:
+        """The user's module, once the first start_epoch built (or resumed) it."""
+        return _built(self.model, "model")
+
+    @property
+    def built_network(self) -> torch.nn.Module:
+        """What is called: the module in DistributedDataParallel, or the module itself."""
+        return _built(self.network, "network")
+
+    @property
+    def built_optimizer(self) -> torch.optim.Optimizer:
+        return _built(self.optimizer, "optimizer")
 
     @property
     def is_main(self) -> bool:
@@ -355,39 +427,39 @@ class TorchTrainer(Trainer):
 
     def _build(self, epoch: int) -> None:
         """The model of ``get_model`` on the device, and its optimizer (and scheduler)."""
-        files = self.model_file
-        model = files.call("get_model", epoch=epoch, step=self.step)
+        code = self.user_code
+        model = code.call("get_model", epoch=epoch, step=self.step)
         if not isinstance(model, torch.nn.Module):
-            raise TrainerError(f"get_model() in model_file {files.path!r} returned a {type(model).__name__}, "
+            raise TrainerError(f"get_model() in model_file {code.path!r} returned a {type(model).__name__}, "
                                f"expected a torch.nn.Module")
         if not _takes_two_arguments(model.forward):
-            raise TrainerError(f"the model of get_model() in model_file {files.path!r} ({type(model).__name__}) "
+            raise TrainerError(f"the model of get_model() in model_file {code.path!r} ({type(model).__name__}) "
                                f"cannot be called as forward(features, lengths): sprintiface passes the features "
                                f"(B, T, F) and their lengths, int32 (B,); give forward a lengths parameter")
         model.to(self.device)
         if not any(parameter.requires_grad for parameter in model.parameters()):
-            raise TrainerError(f"the model of get_model() in model_file {files.path!r} has no trainable parameters")
+            raise TrainerError(f"the model of get_model() in model_file {code.path!r} has no trainable parameters")
         optimizer, scheduler = None, None
-        if files.has("get_optimizer"):
-            made = files.call("get_optimizer", model=model, learning_rate=self.config.learning_rate, epoch=epoch)
+        if code.has("get_optimizer"):
+            made = code.call("get_optimizer", model=model, learning_rate=self.config.learning_rate, epoch=epoch)
             optimizer, scheduler = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
             if not isinstance(optimizer, torch.optim.Optimizer):
-                raise TrainerError(f"get_optimizer() in model_file {files.path!r} returned {type(made).__name__}; "
+                raise TrainerError(f"get_optimizer() in model_file {code.path!r} returned {type(made).__name__}; "
                                    f"expected a torch.optim.Optimizer or (optimizer, scheduler)")
             if scheduler is not None and not callable(getattr(scheduler, "step", None)):
-                raise TrainerError(f"get_optimizer() in model_file {files.path!r}: the scheduler "
+                raise TrainerError(f"get_optimizer() in model_file {code.path!r}: the scheduler "
                                    f"({type(scheduler).__name__}) has no step()")
         else:
             optimizer = torch.optim.Adam(model.parameters(), lr=self.config.learning_rate)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
 
-    def _check_logits(self, logits, frames: int, size: int, exact: bool = True) -> None:
+    def _check_logits(self, logits: object, frames: int, size: int, exact: bool = True) -> None:
         ok = isinstance(logits, torch.Tensor) and logits.dim() == 3 and logits.shape[0] == size and \
             logits.shape[2] == self.output_dim and (logits.shape[1] == frames if exact else logits.shape[1] <= frames)
         if not ok:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise TrainerError(
-                f"the model of model_file {self.model_file.path!r} gave {shape} for features of shape "
+                f"the model of model_file {self.user_code.path!r} gave {shape} for features of shape "
                 f"({size}, {frames}, {self.input_dim}); expected logits (B={size}, T={frames}, "
                 f"C=outputDim={self.output_dim})" + ("" if exact else " (fewer frames only with allowDownsampling)"))
 
@@ -404,8 +476,8 @@ class TorchTrainer(Trainer):
         self.step = int(state["step"])
         self._build(epoch + 1)
         try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.built_model.load_state_dict(state["model"])
+            self.built_optimizer.load_state_dict(state["optimizer"])
             if (self.scheduler is None) != (state["scheduler"] is None):
                 raise ValueError(f"the checkpoint has {'no ' if state['scheduler'] is None else 'a '}scheduler "
                                  f"state, get_optimizer() {'no' if self.scheduler is None else 'a'} scheduler")
@@ -413,7 +485,7 @@ class TorchTrainer(Trainer):
                 self.scheduler.load_state_dict(state["scheduler"])
         except (RuntimeError, ValueError, KeyError) as error:
             raise TrainerError(f"checkpoint {path!r} does not fit the model and optimizer of model_file "
-                               f"{self.model_file.path!r}: {error}") from None
+                               f"{self.user_code.path!r}: {error}") from None
         torch.set_rng_state(state["rng"].cpu())
         logger.info("torch trainer: resumed from %s (after epoch %d, %d optimizer steps)", path, epoch, self.step)
 
@@ -428,21 +500,21 @@ class TorchTrainer(Trainer):
         elif self.model is None:
             self._build(epoch)
         if self.network is None:
-            self.network = self.group.wrap(self.model) if self.group else self.model
+            self.network = self.group.wrap(self.built_model) if self.group else self.built_model
         self.epoch = epoch
-        if self.model_file.has("get_learning_rate"):
-            rate = self.model_file.call("get_learning_rate", epoch=epoch, learning_rate=self.config.learning_rate)
+        if self.user_code.has("get_learning_rate"):
+            rate = self.user_code.call("get_learning_rate", epoch=epoch, learning_rate=self.config.learning_rate)
             try:
                 rate = float(rate)
             except (TypeError, ValueError):
-                raise TrainerError(f"get_learning_rate() in model_file {self.model_file.path!r} returned "
+                raise TrainerError(f"get_learning_rate() in model_file {self.user_code.path!r} returned "
                                    f"{rate!r}; expected a number") from None
-            for group in self.optimizer.param_groups:
+            for group in self.built_optimizer.param_groups:
                 group["lr"] = rate
         self._stats = EpochStats()
         self._epoch_batches = 0
         if self.group:
-            self.group.begin_epoch(self.network)
+            self.group.begin_epoch(self.built_network)
 
     def end_epoch(self, epoch: int) -> None:
         """Train what is left, step, make the processes identical, write the .pt and the .onnx."""
@@ -456,7 +528,7 @@ class TorchTrainer(Trainer):
         if self.group:
             self.group.end_epoch()
             self._share_state(self.group.most_trained_rank(self._epoch_batches))
-            digest = self.group.check_identical(self.model, epoch)
+            digest = self.group.check_identical(self.built_model, epoch)
         if self.scheduler is not None:
             self.scheduler.step()
         stats = self._stats
@@ -484,31 +556,32 @@ class TorchTrainer(Trainer):
         checkpoint, export = self.path(epoch, "pt"), self.path(epoch, "onnx")
         state = self._state(epoch)
         check_finite_state(state, f"after epoch {epoch} (neither {checkpoint} nor {export} is written)",
-                           buffers=[name for name, _ in self.model.named_buffers()])
+                           buffers=[name for name, _ in self.built_model.named_buffers()])
         for path in (checkpoint, export):
             for leftover in remove_stale_temporaries(path):
                 logger.info("torch trainer: removed %s, left by a process that was killed while writing", leftover)
         with contextlib.suppress(FileNotFoundError):  # an earlier attempt's: the .pt comes first
             os.unlink(export)
         write_checkpoint(checkpoint, state)
-        export_onnx(self.model, export, self.input_dim, self.config.onnx_exporter)
+        export_onnx(self.built_model, export, self.input_dim, self.config.onnx_exporter)
 
     def save_checkpoint(self, directory: str, epoch: int) -> None:
         """Nothing more to write: end_epoch wrote ``<model>.<epoch:03d>.pt`` (the session's
         done marker in ``directory`` follows)."""
 
-    def _state(self, epoch: int) -> dict:
-        return {"epoch": epoch, "step": self.step, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+    def _state(self, epoch: int) -> dict[str, Any]:
+        return {"epoch": epoch, "step": self.step, "model": self.built_model.state_dict(),
+                "optimizer": self.built_optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "rng": torch.get_rng_state()}
 
     def _share_state(self, source: int) -> None:
         """Every process takes the model, optimizer and scheduler state of process ``source``."""
-        state = self.group.share_state(self._state(self.epoch) if self.group.rank == source else None, source)
-        if self.group.rank != source:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+        group, epoch = _built(self.group, "process group"), _built(self.epoch, "epoch")
+        state = group.share_state(self._state(epoch) if group.rank == source else None, source)
+        if group.rank != source:
+            self.built_model.load_state_dict(state["model"])
+            self.built_optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None:
                 self.scheduler.load_state_dict(state["scheduler"])
             self.step = int(state["step"])
@@ -517,48 +590,49 @@ class TorchTrainer(Trainer):
         stats = self._stats
         measure = "criterion" if self.target_mode == "criterion-by-sprint" else "loss"
         text = f"{measure} {stats.loss / stats.frames:.4f}/frame" if stats.frames else "nothing fed"
-        if stats.frames and self.target_mode != "criterion-by-sprint" and not self.model_file.has("train_step"):
+        if stats.frames and self.target_mode != "criterion-by-sprint" and not self.user_code.has("train_step"):
             text += f", frame error rate {100.0 * stats.errors / stats.frames:.2f}% (training mode)"
         written = f"wrote {self.path(epoch, 'pt')} and .onnx" if self.is_main else "wrote nothing (process 0 writes)"
         logger.info("torch trainer: epoch %d done: %d segments, %d frames, %s, %.0f frames/s, lr %g, %d steps; "
                     "%s in %.2f s%s", epoch, stats.segments, stats.frames, text,
-                    stats.frames / max(stats.training_seconds, 1e-9), self.optimizer.param_groups[0]["lr"], self.step,
-                    written, stats.files_seconds,
-                    f"; parameters sha256 {digest[:16]} on all {self.group.world_size} processes" if digest else "")
+                    stats.frames / max(stats.training_seconds, 1e-9), self.built_optimizer.param_groups[0]["lr"],
+                    self.step, written, stats.files_seconds,
+                    f"; parameters sha256 {digest[:16]} on all {self.group.world_size} processes"
+                    if digest and self.group else "")
 
     def parameter_digest(self) -> str:
         """SHA-256 of the model's parameters and buffers."""
-        return parameter_digest(self.model)
+        return parameter_digest(self.built_model)
 
     # -- training on alignments (and train_step) ------------------------------------
 
     def train_segment(self, segment: Segment) -> None:
-        if segment.alignment is None and not self.model_file.has("train_step"):
+        if segment.alignment is None and not self.user_code.has("train_step"):
             raise TrainerError(
                 f"segment {segment.name!r} ({self.target_mode}) has no alignment, and the torch trainer's default "
                 f"loss is frame-wise cross-entropy on alignments: define train_step(model, batch, epoch) -> loss "
-                f"in model_file {self.model_file.path!r}")
+                f"in model_file {self.user_code.path!r}")
         for segments in self._batcher.add(segment):
             self._train_batch(collate(segments, self.device))
 
     def _train_batch(self, batch: Batch) -> None:
-        self.network.train()
-        if self.model_file.has("train_step"):
-            loss = self.model_file.call("train_step", model=self.network, batch=batch, epoch=self.epoch,
+        self.built_network.train()
+        if self.user_code.has("train_step"):
+            loss = self.user_code.call("train_step", model=self.network, batch=batch, epoch=self.epoch,
                                         step=self.step)
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
-                raise TrainerError(f"train_step() in model_file {self.model_file.path!r} returned "
+                raise TrainerError(f"train_step() in model_file {self.user_code.path!r} returned "
                                    f"{type(loss).__name__}{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}"
                                    f"; expected a scalar loss tensor that requires grad")
             value = float(loss.detach())
             if not math.isfinite(value):
-                raise TrainerError(f"train_step() in model_file {self.model_file.path!r} returned the loss {value} "
+                raise TrainerError(f"train_step() in model_file {self.user_code.path!r} returned the loss {value} "
                                    f"for the mini-batch of {_names(batch.segments)} (epoch {self.epoch}, step "
                                    f"{self.step}); expected a finite number: nothing of the epoch is written")
             self._stats.loss += value * batch.num_frames
         else:
             loss = self._frame_cross_entropy(batch)
-        (loss / self.accumulate).backward()
+        torch.autograd.backward(loss / self.accumulate)
         self._stats.segments += len(batch.segments)
         self._stats.frames += batch.num_frames
         self._mini_batch_done()
@@ -566,8 +640,11 @@ class TorchTrainer(Trainer):
     def _frame_cross_entropy(self, batch: Batch) -> torch.Tensor:
         """Cross-entropy per real frame times its weight, summed, over the number of real frames."""
         size, frames = batch.features.shape[:2]
-        logits = self.network(batch.features, batch.lengths)
+        logits = self.built_network(batch.features, batch.lengths)
         self._check_logits(logits, frames, size)
+        if batch.alignment is None:  # train_segment takes a segment without one only for train_step
+            raise TrainerError(f"the mini-batch of {_names(batch.segments)} has no alignment for the frame-wise "
+                               f"cross-entropy")
         real = logits[batch.mask]
         targets = batch.alignment[batch.mask]
         weighted = torch.nn.functional.cross_entropy(real, targets, reduction="none") * batch.weights[batch.mask]
@@ -580,7 +657,8 @@ class TorchTrainer(Trainer):
                                    f"(training diverged? lower learning_rate); nothing of the epoch is written")
             self._stats.loss += value
             self._stats.errors += int((real.argmax(dim=-1) != targets).sum())
-        return total / max(real.shape[0], 1)
+        mean: torch.Tensor = total / max(real.shape[0], 1)
+        return mean
 
     def _mini_batch_done(self) -> None:
         self._accumulated += 1
@@ -592,17 +670,17 @@ class TorchTrainer(Trainer):
     def _optimizer_step(self) -> None:
         if self._accumulated < self.accumulate:  # an epoch's remainder: average over what there is
             scale = self.accumulate / self._accumulated
-            for parameter in self.model.parameters():
+            for parameter in self.built_model.parameters():
                 if parameter.grad is not None:
                     parameter.grad.mul_(scale)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.built_optimizer.step()
+        self.built_optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self._accumulated = 0
 
     # -- criterion-by-sprint and forwarding -----------------------------------------
 
-    def _segment_tensors(self, segment: Segment):
+    def _segment_tensors(self, segment: Segment) -> tuple[torch.Tensor, torch.Tensor]:
         features = torch.from_numpy(segment.features).to(self.device)[None]
         return features, torch.tensor([segment.num_frames], dtype=torch.int32, device=self.device)
 
@@ -611,7 +689,7 @@ class TorchTrainer(Trainer):
         backward/discard; otherwise in eval mode, without a graph."""
         features, lengths = self._segment_tensors(segment)
         if self.target_mode != "criterion-by-sprint":
-            module = self.model
+            module = self.built_model
             module.eval()
             try:
                 with torch.no_grad():
@@ -619,14 +697,16 @@ class TorchTrainer(Trainer):
             finally:
                 module.train()
             self._check_logits(logits, segment.num_frames, 1, exact=not self.allow_downsampling)
-            return torch.softmax(logits[0], dim=-1).cpu().numpy()
-        self.network.train()
-        logits = self.network(features, lengths)
+            evaluated: numpy.ndarray = torch.softmax(logits[0], dim=-1).cpu().numpy()
+            return evaluated
+        self.built_network.train()
+        logits = self.built_network(features, lengths)
         self._check_logits(logits, segment.num_frames, 1, exact=not self.allow_downsampling)
         logits = logits[0]
         posteriors = torch.softmax(logits, dim=-1)
         self._pending = (segment, logits, posteriors)
-        return posteriors.detach().cpu().numpy()
+        kept: numpy.ndarray = posteriors.detach().cpu().numpy()
+        return kept
 
     def backward(self, segment: Segment, error: float, error_signal: numpy.ndarray,
                  natural_pairing_type: Optional[str]) -> None:
@@ -647,7 +727,7 @@ class TorchTrainer(Trainer):
                                f"the gradient w.r.t. the logits) or None (w.r.t. the posteriors)")
         frames = logits.shape[0]
         signal = torch.from_numpy(error_signal).to(self.device)
-        target.backward(signal / (frames * self.accumulate))
+        torch.autograd.backward(target, signal / (frames * self.accumulate))
         self._stats.segments += 1
         self._stats.frames += frames
         self._stats.loss += float(error)
@@ -659,7 +739,7 @@ class TorchTrainer(Trainer):
         pending, self._pending = self._pending, None
         if pending is not None and self.group is not None:
             logits = pending[1]
-            logits.backward(torch.zeros_like(logits))
+            torch.autograd.backward(logits, torch.zeros_like(logits))
             self._mini_batch_done()
 
     # -- the end -------------------------------------------------------------------------
