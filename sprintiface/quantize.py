@@ -300,11 +300,12 @@ def _sample(sample_features: str | None, input_dim: int | None):
 
     evaluation: list[numpy.ndarray] = []
     calibration: list[numpy.ndarray] = []
-    for _, frames in read_segments(sample_features):
-        target = evaluation if sum(len(s) for s in evaluation) < SAMPLE_FRAMES else calibration
-        if target is calibration and sum(len(s) for s in calibration) >= SAMPLE_FRAMES:
+    for index, (_, frames) in enumerate(read_segments(sample_features)):
+        # alternate segments, so that the static variants are compared on frames they were not calibrated on
+        full = [sum(len(s) for s in part) >= SAMPLE_FRAMES for part in (evaluation, calibration)]
+        if all(full):
             break
-        target.append(frames)
+        (calibration if (index % 2 and not full[1]) or full[0] else evaluation).append(frames)
     if not evaluation:
         raise ModelError(f"prepare --quantize: the feature file {sample_features!r} holds no segments "
                          f"(expected at least one to compare on)")

@@ -156,7 +156,7 @@ def build_attention(input_dim: int = 40, output_dim: int = 500, dim: int = 64, *
         helper.make_node("Transpose", ["k"], ["k_t"], perm=[0, 2, 1], name="key_transposed"),
         helper.make_node("MatMul", ["q", "k_t"], ["qk"], name="attention_scores"),
         helper.make_node("Mul", ["qk", "scale"], ["qk_scaled"], name="attention_scale"),
-        helper.make_node("Softmax", ["qk_scaled"], ["weights"], axis=-1, name="attention_softmax"),
+        helper.make_node("Softmax", ["qk_scaled"], ["weights"], axis=-1, name="attention_weights"),
         helper.make_node("MatMul", ["weights", "v"], ["attended"], name="attention_values"),
         helper.make_node("MatMul", ["attended", "W_o"], ["projected"], name="attention_output"),
         helper.make_node("Add", ["x", "projected"], ["residual"], name="attention_residual"),
