@@ -43,9 +43,12 @@ import numpy
 
 from sprintiface.errors import ModelError
 
-#: Defaults of the selection rule (``prepare --min-speedup`` / ``--min-agreement``).
+#: Defaults of the selection rule (``prepare --min-speedup`` / ``--min-agreement``). 0.95: on random
+#: normal features (the default sample) best-class agreement is pessimistic — random weights give flat
+#: posteriors, where small score changes flip the best class — and the 124 MB MLP's int8 model, at
+#: 96-97% there, recognised the same words as float32 in RASR (issue 16); give --features for real figures.
 MIN_SPEEDUP = 1.10
-MIN_AGREEMENT = 0.98
+MIN_AGREEMENT = 0.95
 #: The last two rounds of every variant's speed-up agree within this share: the figure is a measurement.
 STABLE_WITHIN = 0.15
 MAX_ROUNDS = 6
@@ -387,6 +390,9 @@ def _choose(results: list[VariantResult], min_speedup: float, min_agreement: flo
         name, speedup, agreement = max(paying, key=lambda m: (m[1], m[2]))
         return name, (f"int8 pays: {name} is {speedup:.2f}x as fast as float32 with {100 * agreement:.1f}% "
                       f"best-class agreement (the fastest variant {rule})")
+    if not results:
+        return None, ("int8 does not pay: the model has no nodes the variants asked for quantize; "
+                      "wrote the float32 model")
     if not measured:
         return None, "int8 does not pay: no variant could be built and run; wrote the float32 model"
     if keep_slower:

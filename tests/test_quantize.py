@@ -127,7 +127,7 @@ def test_the_cli_help_names_the_options_and_their_defaults(capsys):
         main(["prepare", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "--keep-slower" in out and "(default: off, the float32 model is written)" in out
-    assert "--min-speedup X" in out and "(default: 1.1)" in out and "(default: 0.98)" in out
+    assert "--min-speedup X" in out and "(default: 1.1)" in out and "(default: 0.95)" in out
     assert all(name in out.replace("- ", "-") for name in VARIANT_NAMES)  # argparse wraps at hyphens
 
 
