@@ -285,3 +285,36 @@ class Int8:
 
     def time_compute(self, frames, weights):
         self.scorer.compute(num_frames=frames)
+
+
+class Int8Choice:
+    """prepare --quantize per model (sprintiface.quantize), measured twice: the written (or, when
+    none pays, the fastest accurate) variant's speed-up over float32 in each run, and its agreement."""
+
+    params = (["mlp", "blstm", "attention"],)
+    param_names = ["model"]
+    timeout = 1800
+
+    def setup_cache(self):
+        result = {}
+        for kind in self.params[0]:
+            runs = []
+            for report in common.int8_reports(kind):
+                measured = [v for v in report.variants if v.speedup is not None and v.same_as is None]
+                accurate = [v for v in measured if v.top1_agreement >= report.min_agreement] or measured
+                best = report.variant(report.chosen) if report.chosen else max(accurate, key=lambda v: v.speedup)
+                runs.append({"speedup": best.speedup, "agreement": best.top1_agreement})
+            result[kind] = runs
+        return result
+
+    def track_speedup_run1(self, cache, model):
+        return cache[model][0]["speedup"]
+
+    def track_speedup_run2(self, cache, model):
+        return cache[model][1]["speedup"]
+
+    def track_agreement(self, cache, model):
+        return cache[model][0]["agreement"]
+
+    track_speedup_run1.unit = track_speedup_run2.unit = "x float32"
+    track_agreement.unit = "share of frames"

@@ -341,10 +341,32 @@ def outlier(repeats, quick):
 
 
 def int8(repeats, quick):
-    """int8 (prepare --quantize) against float32, 124 MB MLP, compute and best-class agreement."""
+    """int8 against float32 per model (prepare --quantize, sprintiface.quantize): every variant's
+    compute per frame (CPU time, medians of interleaved rounds) and best-class agreement, measured
+    twice (two prepares) to show the figure is stable; and compute() of the 124 MB MLP's int8 file."""
+    rows = []
+    kinds = ["mlp", "blstm", "attention"] + ([] if quick else ["big"])
+    try:
+        import i6_models  # noqa: F401
+        import torch  # noqa: F401
+        kinds.append("conformer")
+    except ImportError:
+        print("(int8 rows of the i6-models conformer skipped: pip install torch==2.13.0 onnxscript i6-models "
+              "typeguard)")
+    for kind in kinds:
+        reports = common.int8_reports(kind)
+        print(f"({kind}: {reports[0].message}; CPU int8 instructions: "
+              f"{', '.join(reports[0].int8_instructions) or 'none known'})", flush=True)
+        for run, report in enumerate(reports, start=1):
+            for variant in report.variants:
+                if variant.speedup is None or variant.same_as is not None:
+                    continue
+                written = " written" if variant.name == report.chosen else ""
+                rows.append((f"int8 vs float32 us/frame, {kind}, {variant.name}, run {run} "
+                             f"(agrees {100 * variant.top1_agreement:.1f}%{written})",
+                             variant.int8_us_per_frame, report.float_us_per_frame, None))
     float_model, int8_model = common.prepared_path("big"), common.prepared_path("big", "int8")
     fast, reference = common.our_scorer("big", path=int8_model), common.our_scorer("big", path=float_model)
-    rows = []
     for num_frames in (100, 1000):
         x = common.features(num_frames, seed=num_frames)
         best = []
@@ -352,8 +374,8 @@ def int8(repeats, quick):
             drive_add_feature(scorer, x)
             scorer.compute(num_frames=num_frames)
             best.append(numpy.array([scorer.get_scores(time=t).argmin() for t in range(num_frames)]))
-        a, b = interleaved(timed(lambda: fast.compute(num_frames=num_frames)),
-                           timed(lambda: reference.compute(num_frames=num_frames)), repeats)
+        a, b = interleaved(timed(lambda n=num_frames: fast.compute(num_frames=n)),
+                           timed(lambda n=num_frames: reference.compute(num_frames=n)), repeats)
         for scorer in (fast, reference):
             scorer.reset(num_frames=num_frames)
         rows.append((f"compute() ms, int8 vs float32 124 MB MLP, T={num_frames} [{KERNEL}]", a * 1e3, b * 1e3, None))

@@ -226,14 +226,21 @@ def _info(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from sprintiface.prepare import prepare_model
+    from sprintiface.quantize import MIN_AGREEMENT, MIN_SPEEDUP
 
     prepared = prepare_model(args.model, args.output, plain=args.plain, quantize=args.quantize,
                              sample_features=args.features, input_name=args.input_name,
                              output_name=args.output_name, length_name=args.length_name,
-                             output_kind=args.output_kind)
+                             output_kind=args.output_kind, keep_slower=bool(args.keep_slower),
+                             min_speedup=MIN_SPEEDUP if args.min_speedup is None else args.min_speedup,
+                             min_agreement=MIN_AGREEMENT if args.min_agreement is None else args.min_agreement,
+                             quantize_variants=args.variants)
     info = prepared.interface
-    print(f"prepared {args.model} -> {prepared.path} ({prepared.form}"
-          f"{', int8 weights' if args.quantize else ''}): serves {info.served_output!r} as {info.served_kind} "
+    report = prepared.quantization
+    weights = "" if report is None else f", int8 weights ({report.chosen})" if report.chosen else \
+        ", float32 weights: int8 did not pay"
+    print(f"prepared {args.model} -> {prepared.path} ({prepared.form}{weights}): "
+          f"serves {info.served_output!r} as {info.served_kind} "
           f"for output kind {info.output_kind}"
           f"{' (final ' + str(info.output_op) + ' applied by sprintiface)' if info.cut else ''}")
     for path in prepared.files:
@@ -245,14 +252,10 @@ def _prepare(args: argparse.Namespace) -> int:
         cpu = " ".join(str(flag) for flag in flags) if isinstance(flags, (list, tuple)) else str(flags)
         print(f"  weights pre-packed for onnxruntime {target['onnxruntime']} on {target['machine']} "
               f"({cpu or 'no vector extensions'}); prepare once per CPU type")
-    report = prepared.quantization
     if report is not None:
-        print(f"int8 against float32 on {report.frames} frames of {report.features}:")
-        print(f"  best class per frame agrees on {100 * report.top1_agreement:.1f}% of frames")
-        print(f"  largest score difference {report.max_score_difference:.4f} (mean "
-              f"{report.mean_score_difference:.4f}), -log space")
-        print(f"  {report.float_us_per_frame:.1f} -> {report.int8_us_per_frame:.1f} us per frame "
-              f"({report.float_us_per_frame / report.int8_us_per_frame:.2f}x as fast)")
+        from sprintiface.quantize import report_lines
+
+        print("\n".join(report_lines(report)))
     print(f"use it with pymod-config onnx:{prepared.path} (keep the files together)")
     return 0
 
@@ -393,6 +396,8 @@ def _add_info(commands: _Commands[argparse.ArgumentParser]) -> None:
 
 
 def _add_prepare(commands: _Commands[argparse.ArgumentParser]) -> None:
+    from sprintiface.quantize import MIN_AGREEMENT, MIN_SPEEDUP, VARIANT_NAMES  # numpy only: the parser stays cheap
+
     prepare = _command(commands, "prepare", "prepare a model once: it then loads with onnxruntime alone and "
                                             "shares its weights",
                        "The prepared model records the scorer's plan (inputs, output, output kind) and, unless "
@@ -403,9 +408,24 @@ def _add_prepare(commands: _Commands[argparse.ArgumentParser]) -> None:
     prepare.add_argument("--plain", action="store_true",
                          help="one self-contained file instead of the shareable form (model + pre-packed weights)")
     prepare.add_argument("--quantize", action="store_true",
-                         help="int8 weights (dynamic quantization), with a report of speed and score changes")
-    prepare.add_argument("--features", help="sample features for the --quantize report (.npy, .npz, HDF5) "
-                                            "(default: random frames; with --quantize only)")
+                         help="measure int8 variants (dynamic: all ops, constant-weight MatMuls only, per op type; "
+                              "static, calibrated on --features) against float32 and write the fastest that pays; "
+                              "when none does, write the float32 model and say so (exit 0)")
+    prepare.add_argument("--features", help="sample features for --quantize to measure and calibrate on (.npy, .npz, "
+                                            "HDF5; default: random normal frames, and no static variants)")
+    # Defaults None, applied in _prepare: so that one given without --quantize is seen and refused.
+    prepare.add_argument("--min-speedup", type=float, metavar="X",
+                         help="--quantize: an int8 variant pays when it is at least X times as fast as float32 "
+                              f"(default: {MIN_SPEEDUP})")
+    prepare.add_argument("--min-agreement", type=float, metavar="SHARE",
+                         help="--quantize: ... and its best class agrees with float32's on at least this share of "
+                              f"frames (default: {MIN_AGREEMENT})")
+    prepare.add_argument("--variants", nargs="+", choices=VARIANT_NAMES, metavar="NAME",
+                         help="--quantize: measure only these variants (default: every one the model has nodes for: "
+                              + ", ".join(VARIANT_NAMES) + ")")
+    prepare.add_argument("--keep-slower", action="store_true", default=None,
+                         help="--quantize: write the best int8 variant even when none pays (default: off, the "
+                              "float32 model is written)")
     prepare.add_argument("--input-name", help="the feature input (config key input_name; default: detected)")
     prepare.add_argument("--output-name", help="the scores' output (config key output_name; default: detected)")
     prepare.add_argument("--length-name", help="the sequence-length input (config key length_name; default: "
@@ -479,7 +499,8 @@ def _needs_prior(args: argparse.Namespace) -> Optional[str]:
 
 
 def _check_prepare(args: argparse.Namespace) -> Optional[str]:
-    return None if args.quantize else _refuse_without(vars(args), "--quantize", ("features",))
+    return None if args.quantize else _refuse_without(
+        vars(args), "--quantize", ("features", "min_speedup", "min_agreement", "variants", "keep_slower"))
 
 
 def main(argv: Optional[list[str]] = None) -> int:

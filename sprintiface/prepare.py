@@ -20,8 +20,9 @@ loading it needs onnxruntime and numpy only. Two forms:
   it, so a job reads both and keeps only the blob mapped (tests/test_shareable_weights.py).
 - **plain** (``--plain``): one self-contained file, weights inline.
 
-``--quantize`` makes the weights int8 (ONNX Runtime's dynamic quantization)
-and reports what that costs in accuracy and gains in speed on sample features.
+``--quantize`` measures int8 variants against float32 on sample features and
+writes the one that pays (sprintiface.quantize), or the float model and says
+that none does.
 Everything is written in a scratch folder ``.OUT.<host>.<pid>.<random>.scratch``
 next to OUT (removed at the end; one a killed prepare left is removed by the next
 prepare of OUT once its process is dead) and renamed into place: complete or
@@ -37,7 +38,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -46,6 +46,7 @@ import numpy
 from sprintiface import _files, graph, onnx_proto, plan
 from sprintiface.engine import packing_target
 from sprintiface.errors import ModelError
+from sprintiface.quantize import MIN_AGREEMENT, MIN_SPEEDUP, QuantizationReport
 
 #: metadata_props keys besides the plan.
 PACKED_FOR_KEY = "sprintiface.packed_for"
@@ -59,19 +60,6 @@ PAUSE_ENV = "SPRINTIFACE_PREPARE_PAUSE"
 def _pause_point(name: str) -> None:
     if os.environ.get(PAUSE_ENV) == name:
         os.kill(os.getpid(), signal.SIGSTOP)
-
-@dataclass
-class QuantizationReport:
-    """int8 against float32 on the same frames: how far the scores move, how much faster."""
-
-    frames: int
-    features: str
-    top1_agreement: float          # share of frames whose best class is the same
-    max_score_difference: float    # largest |score_int8 - score_float| (-log space)
-    mean_score_difference: float
-    float_us_per_frame: float
-    int8_us_per_frame: float
-
 
 @dataclass
 class Prepared:
@@ -118,8 +106,12 @@ def _set_metadata(model, entries: Dict[str, str]) -> None:
 def prepare_model(source: str, output: str, *, plain: bool = False, quantize: bool = False,
                   sample_features: Optional[str] = None, input_name: Optional[str] = None,
                   output_name: Optional[str] = None, length_name: Optional[str] = None,
-                  output_kind: str = "auto") -> Prepared:
-    """Prepare ``source`` into ``output`` (see the module docstring)."""
+                  output_kind: str = "auto", keep_slower: bool = False, min_speedup: float = MIN_SPEEDUP,
+                  min_agreement: float = MIN_AGREEMENT, quantize_variants: Optional[List[str]] = None) -> Prepared:
+    """Prepare ``source`` into ``output`` (see the module docstring). With ``quantize`` the
+    int8 variant sprintiface.quantize chooses (among ``quantize_variants``, default all) by
+    ``min_speedup``, ``min_agreement`` and ``keep_slower`` is written, or the float model when
+    none pays; ``Prepared.quantization`` says which and why."""
     from sprintiface._version import __version__
 
     onnx = _require_onnx()
@@ -141,7 +133,16 @@ def prepare_model(source: str, output: str, *, plain: bool = False, quantize: bo
     with _files.scratch_directory(output) as work:
         report = None
         if quantize:
-            model, report = _quantize(onnx, model, metadata, work, interface, sample_features)
+            from sprintiface import quantize as int8
+
+            quantized, report = int8.quantize(onnx, model, metadata, work, sample_features, min_speedup=min_speedup,
+                                              min_agreement=min_agreement, keep_slower=keep_slower,
+                                              set_metadata=_set_metadata, save=_save_with_external_weights,
+                                              variants=quantize_variants)
+            metadata[PREPARED_BY_KEY] = json.dumps({"sprintiface": __version__, "source": os.path.basename(source),
+                                                    "quantized": report.chosen or False})
+            if quantized is not None:
+                model = quantized
         _set_metadata(model, metadata)
         if plain:
             return _write_plain(onnx, model, output, work, interface, report)
@@ -264,60 +265,3 @@ def _write_shareable(onnx, model, output, work, interface, report) -> Prepared:
     _commit(staged, output, staged_data, final_data)
     return Prepared(output, [output, final_data], "shareable", interface, packed_for=packed_for, quantization=report,
                     sizes=sizes)
-
-
-def _quantize(onnx, model, metadata, work, interface, sample_features):
-    """``model`` with int8 weights (ONNX Runtime's dynamic quantization of MatMul and
-    friends, per channel), and the report of what that changes on sample frames."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    float_path = os.path.join(work, "float.onnx")
-    int8_path = os.path.join(work, "int8.onnx")
-    _set_metadata(model, metadata)
-    _save_with_external_weights(onnx, model, float_path)
-    try:
-        quantize_dynamic(float_path, int8_path, per_channel=True, weight_type=QuantType.QInt8)
-    except Exception as error:
-        raise ModelError(f"prepare --quantize: ONNX Runtime's quantization failed: {error}") from None
-    quantized = onnx.load(int8_path)
-    _set_metadata(quantized, metadata)
-    onnx.save_model(quantized, int8_path)
-    return quantized, _compare(float_path, int8_path, interface, sample_features)
-
-
-def _compare(float_path: str, int8_path: str, interface, sample_features: Optional[str]) -> QuantizationReport:
-    from sprintiface.engine import OnnxEngine
-    from sprintiface.scores import neg_log_scores
-
-    engines = [OnnxEngine(float_path), OnnxEngine(int8_path)]
-    input_dim = engines[0].input_dim
-    if input_dim is None:
-        raise ModelError("prepare --quantize: the model's feature axis is dynamic; give --features to compare on")
-    if sample_features:
-        from sprintiface.feature_files import read_segments
-
-        segments, described = [], sample_features
-        for _, frames in read_segments(sample_features):
-            segments.append(frames)
-            if sum(len(s) for s in segments) >= 2000:
-                break
-    else:
-        rng = numpy.random.default_rng(0)
-        segments = [rng.standard_normal((500, input_dim)).astype(numpy.float32) for _ in range(2)]
-        described = "random normal features (pessimistic: give --features for real ones)"
-    scores, seconds = [[], []], [0.0, 0.0]
-    for frames in segments:
-        for index, engine in enumerate(engines):
-            engine.forward(frames)  # warm at this length
-            started = time.perf_counter()
-            output = engine.forward(frames)
-            seconds[index] += time.perf_counter() - started
-            scores[index].append(neg_log_scores(output, engine.kind, engine.logit_bias))
-    reference, quantized = numpy.concatenate(scores[0]), numpy.concatenate(scores[1])
-    difference = numpy.abs(quantized.astype(numpy.float64) - reference)
-    frames = reference.shape[0]
-    return QuantizationReport(
-        frames=frames, features=described,
-        top1_agreement=float(numpy.mean(reference.argmin(axis=1) == quantized.argmin(axis=1))),
-        max_score_difference=float(difference.max()), mean_score_difference=float(difference.mean()),
-        float_us_per_frame=seconds[0] / frames * 1e6, int8_us_per_frame=seconds[1] / frames * 1e6)

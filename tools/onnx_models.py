@@ -128,6 +128,49 @@ def build_blstm(input_dim: int = 40, output_dim: int = 500, hidden: int = 64, *,
     return _finish(nodes, inputs, outputs, initializers, "blstm", opset)
 
 
+def build_attention(input_dim: int = 40, output_dim: int = 500, dim: int = 64, *, seed: int = 0,
+                    output_kind: str = "probs", input_name: str = "data", output_name: str = "output",
+                    opset: int = 17):
+    """One self-attention block, as attention models (conformers) have it: ``[B, T, F]`` -> ``[B, T, C]``.
+
+    Weight MatMuls (input projection, Q, K, V, attention output, feed-forward, output
+    layer) and the two activation-by-activation MatMuls of attention: ``QK^T``
+    (node ``attention_scores``) and ``softmax(QK^T) V`` (node ``attention_values``).
+    The whole segment matters (every frame attends to every other).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = numpy.random.default_rng(seed)
+    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["B", "T", input_dim])]
+    outputs = [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["B", "T", output_dim])]
+    shapes = {"W_in": (input_dim, dim), "W_q": (dim, dim), "W_k": (dim, dim), "W_v": (dim, dim), "W_o": (dim, dim),
+              "W_ff1": (dim, 4 * dim), "W_ff2": (4 * dim, dim), "W_out": (dim, output_dim)}
+    initializers = [numpy_helper.from_array(_weights(rng, *shape), name) for name, shape in shapes.items()]
+    initializers += [numpy_helper.from_array((0.1 * rng.standard_normal(output_dim)).astype(numpy.float32), "b_out"),
+                     numpy_helper.from_array(numpy.array(1 / numpy.sqrt(dim), dtype=numpy.float32), "scale")]
+    nodes = [
+        helper.make_node("MatMul", [input_name, "W_in"], ["x"], name="input_projection"),
+        helper.make_node("MatMul", ["x", "W_q"], ["q"], name="query"),
+        helper.make_node("MatMul", ["x", "W_k"], ["k"], name="key"),
+        helper.make_node("MatMul", ["x", "W_v"], ["v"], name="value"),
+        helper.make_node("Transpose", ["k"], ["k_t"], perm=[0, 2, 1], name="key_transposed"),
+        helper.make_node("MatMul", ["q", "k_t"], ["qk"], name="attention_scores"),
+        helper.make_node("Mul", ["qk", "scale"], ["qk_scaled"], name="attention_scale"),
+        helper.make_node("Softmax", ["qk_scaled"], ["weights"], axis=-1, name="attention_weights"),
+        helper.make_node("MatMul", ["weights", "v"], ["attended"], name="attention_values"),
+        helper.make_node("MatMul", ["attended", "W_o"], ["projected"], name="attention_output"),
+        helper.make_node("Add", ["x", "projected"], ["residual"], name="attention_residual"),
+        helper.make_node("MatMul", ["residual", "W_ff1"], ["ff_hidden"], name="feed_forward_in"),
+        helper.make_node("Relu", ["ff_hidden"], ["ff_act"], name="feed_forward_relu"),
+        helper.make_node("MatMul", ["ff_act", "W_ff2"], ["ff_out"], name="feed_forward_out"),
+        helper.make_node("Add", ["residual", "ff_out"], ["block"], name="feed_forward_residual"),
+        helper.make_node("MatMul", ["block", "W_out"], ["out_mm"], name="output_layer"),
+        helper.make_node("Add", ["out_mm", "b_out"], ["logits"], name="output_bias"),
+    ]
+    _head(nodes, "logits", output_name, output_kind, "attention")
+    return _finish(nodes, inputs, outputs, initializers, "attention", opset)
+
+
 #: Element types of heads :func:`build_head` builds, by name.
 HEAD_TYPES = {"float": 1, "float16": 10, "double": 11, "bfloat16": 16}
 
