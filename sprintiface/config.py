@@ -179,7 +179,8 @@ OPTIONS: dict[str, Option] = _options(
            "weights at full speed without this key."),
     Option("score_kernel", "auto", _to_score_kernel, "Instruction set of the score loop: auto (the "
            "widest this CPU runs), avx512, avx2 or baseline (SSE2 / NEON). Pin one for bit-identical "
-           "scores across a cluster of different CPUs; a kernel this CPU lacks is an error."),
+           "scores across a cluster of different CPUs of one architecture (the NEON baseline fuses "
+           "multiply-adds, SSE2 cannot); a kernel this CPU lacks is an error."),
     Option("buffer_size", -1, _to_buffer_size, "Frames per buffer that get_feature_buffer_size() "
            "reports to RASR: -1, a whole segment, is what every RASR program can use (RASR's "
            "recognizers and aligner abort at frame N+1 with a positive N; see docs/recognition.md). "
