@@ -249,7 +249,7 @@ def big_model(repeats, quick):
 
 def _prepared_bytes(path):
     """Bytes of a prepared model on disk: OUT plus the weights file it names."""
-    from sprintiface.onnx_wire import read_metadata
+    from sprintiface.onnx_proto import read_metadata
 
     weights = json.loads(read_metadata(path).get("sprintiface.packed_for", "{}")).get("weights")
     return os.path.getsize(path) + (os.path.getsize(os.path.join(os.path.dirname(path), weights)) if weights else 0)
