@@ -31,8 +31,9 @@ float32 appended to the graph (their bias Add stays: it rounds in their type).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Callable, Optional, Protocol, Union
 
 import numpy
 
@@ -41,23 +42,160 @@ from sprintiface.errors import ModelError
 from sprintiface.plan import (BFLOAT16, FLOAT32, KIND_OF_OP, LENGTH_DTYPES, LENGTH_NAME_PATTERNS, ModelInterface,
                               TensorInfo, looks_like_length)
 
+# -- the model as this module reads it -------------------------------------------
+#
+# Structural types (Protocols), not onnx_proto's classes: the functions take an
+# ``onnx.ModelProto`` too (``sprintiface prepare``), which is no onnx_proto class, and
+# naming onnx's classes would import onnx. Both kinds fit these: onnx_proto's messages
+# answer every field (``__getattr__``), onnx's declare them. Each Protocol holds just
+# the members used here; read-only fields are properties, the fields written here
+# (names, element types, dim_param) plain attributes.
 
-def _tensor_info(value_info) -> TensorInfo:
+
+class _Dimension(Protocol):
+    dim_param: str
+
+    @property
+    def dim_value(self) -> int: ...
+
+    def HasField(self, field_name: str, /) -> bool: ...  # noqa: N802 - protobuf's name
+
+
+class _Shape(Protocol):
+    @property
+    def dim(self) -> Sequence[_Dimension]: ...
+
+
+class _TensorType(Protocol):
+    elem_type: int
+
+    @property
+    def shape(self) -> _Shape: ...
+
+    def HasField(self, field_name: str, /) -> bool: ...  # noqa: N802 - protobuf's name
+
+
+class _Type(Protocol):
+    @property
+    def tensor_type(self) -> _TensorType: ...
+
+
+class _ValueInfo(Protocol):
+    name: str
+
+    @property
+    def type(self) -> _Type: ...
+
+
+class _ValueInfos(Protocol):
+    def __iter__(self) -> Iterator[_ValueInfo]: ...
+
+    def __delitem__(self, index: slice, /) -> None: ...
+
+
+class _Tensor(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def data_type(self) -> int: ...
+
+
+class _Attribute(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def i(self) -> int: ...
+
+    @property
+    def g(self) -> _Graph: ...
+
+    @property
+    def graphs(self) -> Iterable[_Graph]: ...
+
+    def HasField(self, field_name: str, /) -> bool: ...  # noqa: N802 - protobuf's name
+
+
+class _Node(Protocol):
+    @property
+    def op_type(self) -> str: ...
+
+    @property
+    def input(self) -> Sequence[str]: ...
+
+    @property
+    def output(self) -> Sequence[str]: ...
+
+    @property
+    def attribute(self) -> Iterable[_Attribute]: ...
+
+
+class _Nodes(Protocol):
+    """A graph's node list; :func:`sprintiface.onnx_proto.append_node` adds to it."""
+
+    def __iter__(self) -> Iterator[_Node]: ...
+
+    def remove(self, node: _Node, /) -> None: ...
+
+
+class _Graph(Protocol):
+    @property
+    def node(self) -> _Nodes: ...
+
+    @property
+    def input(self) -> Iterable[_ValueInfo]: ...
+
+    @property
+    def output(self) -> Iterable[_ValueInfo]: ...
+
+    @property
+    def value_info(self) -> _ValueInfos: ...
+
+    @property
+    def initializer(self) -> Iterable[_Tensor]: ...
+
+
+class _OperatorSet(Protocol):
+    @property
+    def domain(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+
+class Model(Protocol):
+    """What the functions here read of a ModelProto: :class:`sprintiface.onnx_proto.ModelProto`
+    and ``onnx.ModelProto`` are both one."""
+
+    @property
+    def graph(self) -> _Graph: ...
+
+    @property
+    def opset_import(self) -> Iterable[_OperatorSet]: ...
+
+
+def _tensor_info(value_info: _ValueInfo) -> TensorInfo:
     tensor_type = value_info.type.tensor_type
-    shape = None
+    shape: Optional[tuple[Union[int, str, None], ...]] = None
     if tensor_type.HasField("shape"):
         shape = tuple(dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or None)
                       for dim in tensor_type.shape.dim)
     return TensorInfo(value_info.name, tensor_type.elem_type, shape)
 
 
-def _pick(candidates, given: Optional[str], what: str, key: str, tensors, path: str) -> Optional[TensorInfo]:
+def _named(given: str, what: str, key: str, tensors: Sequence[TensorInfo], path: str) -> TensorInfo:
+    for tensor in tensors:
+        if tensor.name == given:
+            return tensor
+    names = ", ".join(t.describe() for t in tensors) or "none"
+    raise ModelError(f"ONNX model {path!r}, {key}={given!r}: the model has no such {what}; it has {names}")
+
+
+def _pick(candidates: Sequence[TensorInfo], given: Optional[str], what: str, key: str,
+          tensors: Sequence[TensorInfo], path: str) -> Optional[TensorInfo]:
     if given is not None:
-        for tensor in tensors:
-            if tensor.name == given:
-                return tensor
-        names = ", ".join(t.describe() for t in tensors) or "none"
-        raise ModelError(f"ONNX model {path!r}, {key}={given!r}: the model has no such {what}; it has {names}")
+        return _named(given, what, key, tensors, path)
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
@@ -66,7 +204,8 @@ def _pick(candidates, given: Optional[str], what: str, key: str, tensors, path: 
                      f"({', '.join(t.describe() for t in candidates)}); set {key} to one of them")
 
 
-def _require_float(tensors, given: Optional[str], what: str, key: str, shape: str, path: str) -> TensorInfo:
+def _require_float(tensors: Sequence[TensorInfo], given: Optional[str], what: str, key: str, shape: str,
+                   path: str) -> TensorInfo:
     """The float32 rank-2/3 tensor named ``given``, or the only one there is."""
     candidates = [t for t in tensors if t.elem_type == FLOAT32 and t.rank in (2, 3)]
     tensor = _pick(candidates, given, what, key, tensors, path)
@@ -78,18 +217,26 @@ def _require_float(tensors, given: Optional[str], what: str, key: str, shape: st
     return tensor
 
 
+def _dims(tensor: TensorInfo) -> tuple[object, ...]:
+    """The shape of a tensor of known rank: the feature input and the output (rank 2 or 3,
+    :func:`_require_float` sees to it)."""
+    assert tensor.shape is not None, f"{tensor.describe()} has no known rank"
+    return tensor.shape
+
+
 def _is_length_shaped(tensor: TensorInfo) -> bool:
     return tensor.elem_type in LENGTH_DTYPES and tensor.rank in (0, 1)
 
 
-def _length_input(inputs, feature_input: TensorInfo, given: Optional[str], path: str) -> Optional[TensorInfo]:
+def _length_input(inputs: Sequence[TensorInfo], feature_input: TensorInfo, given: Optional[str],
+                  path: str) -> Optional[TensorInfo]:
     """The input fed T: the one named ``given`` (any int32/int64 input of shape [B] or []),
     else the one int32/int64 [B]/[] input whose name says it is a length
     (:func:`sprintiface.plan.looks_like_length`), else None. Feeding T to an integer
     input that is something else (a speaker id) would score silently wrong, so two
     length-looking inputs are a ModelError, not a guess."""
     if given is not None:
-        tensor = _pick((), given, "sequence-length input", "length_name", inputs, path)
+        tensor = _named(given, "sequence-length input", "length_name", inputs, path)
         if tensor is feature_input or not _is_length_shaped(tensor):
             raise ModelError(f"ONNX model {path!r}, length_name={given!r}: length input {tensor.describe()} must "
                              f"be int32/int64 of shape [B] or []")
@@ -103,11 +250,11 @@ def _length_input(inputs, feature_input: TensorInfo, given: Optional[str], path:
     return candidates[0] if candidates else None
 
 
-def _static(dim) -> Optional[int]:
+def _static(dim: object) -> Optional[int]:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-def describe(model, path: str, input_name: Optional[str] = None, output_name: Optional[str] = None,
+def describe(model: Model, path: str, input_name: Optional[str] = None, output_name: Optional[str] = None,
              length_name: Optional[str] = None, output_kind: str = "auto") -> ModelInterface:
     """Decide how to feed ``model`` and read it (no cut: served output = output).
 
@@ -122,10 +269,10 @@ def describe(model, path: str, input_name: Optional[str] = None, output_name: Op
     outputs = tuple(_tensor_info(v) for v in graph.output)
 
     feature_input = _require_float(inputs, input_name, "feature input", "input_name", "[B, T, F] or [T, F]", path)
-    if isinstance(feature_input.shape[-2], int):
+    if isinstance(_dims(feature_input)[-2], int):
         raise ModelError(
             f"ONNX model {path!r}: feature input {feature_input.describe()} has a fixed time axis "
-            f"({feature_input.shape[-2]} frames), but RASR feeds segments of any length; export it with a "
+            f"({_dims(feature_input)[-2]} frames), but RASR feeds segments of any length; export it with a "
             f"dynamic time axis (torch.onnx.export: dynamic_axes or dynamic_shapes)")
     length_input = _length_input(inputs, feature_input, length_name, path)
     fed = {feature_input.name} | ({length_input.name} if length_input else set())
@@ -153,12 +300,13 @@ def describe(model, path: str, input_name: Optional[str] = None, output_name: Op
     output = _require_float(outputs, output_name, "output", "output_name", "[B, T, C] or [T, C]", path)
     final = _final_normalisation(graph, output.name)
     output_op = " -> ".join(node.op_type for node in reversed(final.nodes)) if final else \
-        (_producer(graph, output.name).op_type if _producer(graph, output.name) is not None else None)
-    if final is not None and not _normalises_last_axis(final.normaliser, output.rank, model):
+        (producer.op_type if (producer := _producer(graph, output.name)) is not None else None)
+    if final is not None and not _normalises_last_axis(final.normaliser, len(_dims(output)), model):
+        flattened = f", flattened from that axis on: opset {_opset(model)}" if _opset(model) < 13 else ""
         raise ModelError(
             f"ONNX model {path!r}: the {final.normaliser.op_type} that makes output {output.name!r} does not "
             f"normalise each frame over the classes (axis {_axis(final.normaliser, model)} of a rank-"
-            f"{output.rank} output{', flattened from that axis on: opset ' + str(_opset(model)) if _opset(model) < 13 else ''}"
+            f"{output.rank} output{flattened}"
             f"); the feature scorer needs per-frame scores: export the softmax over the last axis "
             f"(dim=-1{', opset >= 13' if _opset(model) < 13 else ''})")
     if output_kind == "auto":
@@ -171,17 +319,17 @@ def describe(model, path: str, input_name: Optional[str] = None, output_name: Op
     return ModelInterface(
         path=path, inputs=inputs, outputs=outputs, feature_input=feature_input, length_input=length_input,
         output=output, output_op=output_op, output_kind=output_kind, served_output=output.name,
-        served_kind=output_kind, logit_bias=None, input_dim=_static(feature_input.shape[-1]),
-        output_dim=_static(output.shape[-1]))
+        served_kind=output_kind, logit_bias=None, input_dim=_static(_dims(feature_input)[-1]),
+        output_dim=_static(_dims(output)[-1]))
 
 
 # -- walking the graph -----------------------------------------------------------
 
-def _producer(graph, name: str):
+def _producer(graph: _Graph, name: str) -> Optional[_Node]:
     return next((node for node in graph.node if name in node.output), None)
 
 
-def _subgraphs(node):
+def _subgraphs(node: _Node) -> Iterator[_Graph]:
     """The graphs a node holds (Loop/Scan bodies, If branches)."""
     for attribute in node.attribute:
         if attribute.HasField("g"):
@@ -189,7 +337,7 @@ def _subgraphs(node):
         yield from attribute.graphs
 
 
-def _readers(graph, name: str) -> int:
+def _readers(graph: _Graph, name: str) -> int:
     """Nodes that read tensor ``name`` (in nested bodies too, which may read an outer
     tensor by name), plus one for each graph output of that name."""
     count = sum(name == o.name for o in graph.output)
@@ -200,17 +348,17 @@ def _readers(graph, name: str) -> int:
     return count
 
 
-def _cast_to(node) -> Optional[int]:
+def _cast_to(node: _Node) -> Optional[int]:
     return next((a.i for a in node.attribute if a.name == "to"), None)
 
 
 _FLOAT_TYPES = (1, 10, 11, 16)  # float, float16, double, bfloat16
 
 
-def _through_casts(graph, name: str):
+def _through_casts(graph: _Graph, name: str) -> tuple[Optional[_Node], list[_Node]]:
     """Walk back from tensor ``name`` through float Casts and Identities; returns
     ``(the first other producer or None, the nodes walked, output end first)``."""
-    walked = []
+    walked: list[_Node] = []
     node = _producer(graph, name)
     while node is not None and (node.op_type == "Identity" or
                                 (node.op_type == "Cast" and _cast_to(node) in _FLOAT_TYPES)):
@@ -225,35 +373,35 @@ class _Normalisation:
     from it to the output (output end first) that the cut removes."""
 
     kind: str
-    normaliser: object
-    nodes: tuple
+    normaliser: _Node
+    nodes: tuple[_Node, ...]
 
 
-def _final_normalisation(graph, name: str) -> Optional[_Normalisation]:
+def _final_normalisation(graph: _Graph, name: str) -> Optional[_Normalisation]:
     """The Softmax/LogSoftmax that makes tensor ``name``, through Cast/Identity, Log
     (log of a softmax) and Neg (-log_softmax: scores); None when there is none."""
     node, walked = _through_casts(graph, name)
     if node is None:
         return None
     if node.op_type in KIND_OF_OP:
-        return _Normalisation(KIND_OF_OP[node.op_type], node, tuple(walked) + (node,))
+        return _Normalisation(KIND_OF_OP[node.op_type], node, (*walked, node))
     if node.op_type not in ("Log", "Neg"):
         return None
     inner = _final_normalisation(graph, node.input[0])
     if inner is None:
         return None
     if node.op_type == "Log" and inner.kind == "probs":
-        return _Normalisation("log_probs", inner.normaliser, tuple(walked) + (node,) + inner.nodes)
+        return _Normalisation("log_probs", inner.normaliser, (*walked, node, *inner.nodes))
     if node.op_type == "Neg" and inner.kind == "log_probs":
-        return _Normalisation("scores", inner.normaliser, tuple(walked) + (node,) + inner.nodes)
+        return _Normalisation("scores", inner.normaliser, (*walked, node, *inner.nodes))
     return None
 
 
-def _opset(model) -> int:
+def _opset(model: Model) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
 
 
-def _axis(node, model) -> int:
+def _axis(node: _Node, model: Model) -> int:
     axis = -1 if _opset(model) >= 13 else 1
     for attribute in node.attribute:
         if attribute.name == "axis":
@@ -261,7 +409,7 @@ def _axis(node, model) -> int:
     return axis
 
 
-def _normalises_last_axis(node, rank: int, model) -> bool:
+def _normalises_last_axis(node: _Node, rank: int, model: Model) -> bool:
     # Before opset 13 Softmax flattens to 2-D at `axis`: only at the last axis is that
     # the per-frame normalisation (axis 1 of [B, T, C] would normalise over T x C).
     return _axis(node, model) in (-1, rank - 1)
@@ -279,8 +427,9 @@ _TYPED_INPUTS = {"Gather": (0,), "Where": (1, 2), "Reshape": (0,), "Expand": (0,
                  "Pad": (0,), "Squeeze": (0,), "Unsqueeze": (0,), "Clip": (0,)}
 
 
-def _elem_type(graph, name: str, depth: int = 0) -> Optional[int]:
-    declared = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
+def _elem_type(graph: _Graph, name: str, depth: int = 0) -> Optional[int]:
+    declared: dict[str, int] = {v.name: v.type.tensor_type.elem_type
+                                for v in (*graph.value_info, *graph.input, *graph.output)}
     if declared.get(name):
         return declared[name]
     initializer = next((init for init in graph.initializer if init.name == name), None)
@@ -300,7 +449,8 @@ def _elem_type(graph, name: str, depth: int = 0) -> Optional[int]:
     return None
 
 
-def _bias_add(graph, name: str, classes, base_dir: str):
+def _bias_add(graph: _Graph, name: str, classes: object,
+              base_dir: str) -> Optional[tuple[_Node, str, numpy.ndarray]]:
     """``(add_node, other_input, bias)`` when ``name`` is made by Add(x, b) with b a
     float32 initializer holding one value per class (shape [C], [1, C] or [1, 1, C];
     more than one value when the class axis is dynamic) and only the softmax reads
@@ -326,7 +476,7 @@ def _bias_add(graph, name: str, classes, base_dir: str):
 
 # -- the rewrites ----------------------------------------------------------------
 
-def cut_normalisation(model, interface: ModelInterface) -> ModelInterface:
+def cut_normalisation(model: Model, interface: ModelInterface) -> ModelInterface:
     """Cut a final Softmax/LogSoftmax over the class axis (with the Cast, Log, Neg and
     Identity nodes between it and the output, the Casts between it and the logits, and
     a float32 bias Add before it) off ``model``, in place, when it holds the kind the
@@ -345,7 +495,7 @@ def cut_normalisation(model, interface: ModelInterface) -> ModelInterface:
     output = interface.output
     final = _final_normalisation(graph, output.name)
     if final is None or final.kind != interface.output_kind or \
-            not _normalises_last_axis(final.normaliser, output.rank, model):
+            not _normalises_last_axis(final.normaliser, len(_dims(output)), model):
         return interface
     _, casts = _through_casts(graph, final.normaliser.input[0])
     cut = list(final.nodes) + casts
@@ -367,7 +517,7 @@ def cut_normalisation(model, interface: ModelInterface) -> ModelInterface:
             f"float32 (bfloat16 weights convert to float32 exactly) or float16")
     logit_bias = None
     if logit_type == FLOAT32:
-        bias_add = _bias_add(graph, logits, output.shape[-1], os.path.dirname(os.path.abspath(interface.path)))
+        bias_add = _bias_add(graph, logits, _dims(output)[-1], os.path.dirname(os.path.abspath(interface.path)))
         if bias_add is not None:
             add_node, logits, logit_bias = bias_add
             cut.append(add_node)
@@ -393,13 +543,17 @@ def cut_normalisation(model, interface: ModelInterface) -> ModelInterface:
     return replace(interface, served_output=logits, served_kind="logits", logit_bias=logit_bias)
 
 
-def _make_dims_symbolic(shape, names) -> None:
+def _make_dims_symbolic(shape: _Shape, names: Callable[[int], str]) -> None:
     for axis, dim in enumerate(shape.dim):
         if dim.HasField("dim_value"):
             dim.dim_param = names(axis)
 
 
-def forget_static_shapes(model, interface: ModelInterface) -> None:
+def _dim_names(name: str) -> Callable[[int], str]:
+    return lambda axis: f"{name}_dim{axis}"
+
+
+def forget_static_shapes(model: Model, interface: ModelInterface) -> None:
     """Drop the shapes a model declares beyond what the scorer relies on, in place.
 
     Exporters record the example input's length in declared shapes (torch's
@@ -412,7 +566,8 @@ def forget_static_shapes(model, interface: ModelInterface) -> None:
     ONNX Runtime needs them).
     """
     graph = model.graph
-    time_name = interface.feature_input.shape[-2] if isinstance(interface.feature_input.shape[-2], str) else "T"
+    time_axis = _dims(interface.feature_input)[-2]
+    time_name = time_axis if isinstance(time_axis, str) else "T"
     del graph.value_info[:]
     for value_info in graph.output:
         tensor_type = value_info.type.tensor_type
@@ -427,12 +582,11 @@ def forget_static_shapes(model, interface: ModelInterface) -> None:
         del body.value_info[:]
         for value_info in (*body.input, *body.output):
             if value_info.type.tensor_type.HasField("shape"):
-                _make_dims_symbolic(value_info.type.tensor_type.shape,
-                                    lambda axis, name=value_info.name: f"{name}_dim{axis}")
+                _make_dims_symbolic(value_info.type.tensor_type.shape, _dim_names(value_info.name))
         pending.extend(b for node in body.node for b in _subgraphs(node))
 
 
-def prepare(model, path: str, input_name: Optional[str] = None, output_name: Optional[str] = None,
+def prepare(model: Model, path: str, input_name: Optional[str] = None, output_name: Optional[str] = None,
             length_name: Optional[str] = None, output_kind: str = "auto") -> ModelInterface:
     """:func:`describe` ``model``, :func:`cut_normalisation` and :func:`forget_static_shapes`
     it in place; returns how to feed and read the result."""

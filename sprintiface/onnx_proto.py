@@ -48,17 +48,34 @@ import io
 import math
 import os
 import struct
-from typing import (Any, BinaryIO, Callable, ClassVar, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence,
-                    Tuple, Union)
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, ClassVar, Optional, Union
 
 import numpy
 
 from sprintiface.errors import ModelError
 
-__all__ = ["load", "load_from_string", "to_array", "ModelProto", "GraphProto", "NodeProto", "AttributeProto",
-           "TensorProto", "ValueInfoProto", "TypeProto", "TensorShapeProto", "OperatorSetIdProto",
-           "StringStringEntryProto", "EXTERNAL_MIN_BYTES", "make_node", "make_tensor_value_info", "append_node",
-           "read_metadata", "append_metadata"]
+__all__ = [
+    "EXTERNAL_MIN_BYTES",
+    "AttributeProto",
+    "GraphProto",
+    "ModelProto",
+    "NodeProto",
+    "OperatorSetIdProto",
+    "StringStringEntryProto",
+    "TensorProto",
+    "TensorShapeProto",
+    "TypeProto",
+    "ValueInfoProto",
+    "append_metadata",
+    "append_node",
+    "load",
+    "load_from_string",
+    "make_node",
+    "make_tensor_value_info",
+    "read_metadata",
+    "to_array",
+]
 
 _VARINT, _FIXED64, _BYTES, _START_GROUP, _END_GROUP, _FIXED32 = 0, 1, 2, 3, 4, 5
 #: Initializers smaller than this stay inline in ``weights="external"``: shape tensors and the
@@ -74,7 +91,7 @@ _LAZY_BYTES = 4096
 
 # -- sources: where the bytes are -------------------------------------------------------
 
-class _Truncated(Exception):
+class _TruncatedError(Exception):
     """The bytes end inside a field, or are not protobuf."""
 
 
@@ -103,7 +120,7 @@ class _BytesSource(_Source):
 
     def read(self, start: int, end: int) -> memoryview:
         if end > self.size:
-            raise _Truncated
+            raise _TruncatedError
         return self.data[start:end]
 
 
@@ -115,7 +132,8 @@ class _FileSource(_Source):
     def __init__(self, path: str):
         self.name = path
         try:
-            self.file: Optional[BinaryIO] = open(path, "rb")
+            # Not a `with`: the source keeps the file open for the model's lazy reads; close() closes it
+            self.file: Optional[BinaryIO] = open(path, "rb")  # noqa: SIM115
         except FileNotFoundError:
             raise ModelError(f"ONNX model {path!r} does not exist") from None
         except IsADirectoryError:
@@ -135,7 +153,7 @@ class _FileSource(_Source):
         while length > 0:
             part = os.pread(self.file.fileno(), min(length, 1 << 30), start)
             if not part:
-                raise _Truncated  # the file shrank since it was opened
+                raise _TruncatedError  # the file shrank since it was opened
             parts.append(part)
             start += len(part)
             length -= len(part)
@@ -143,7 +161,7 @@ class _FileSource(_Source):
 
     def read(self, start: int, end: int) -> Union[bytes, memoryview]:
         if end > self.size:
-            raise _Truncated
+            raise _TruncatedError
         cache_start = self._cache_start
         if cache_start <= start and end <= cache_start + len(self._cache):
             return memoryview(self._cache)[start - cache_start:end - cache_start]
@@ -180,7 +198,7 @@ class _FileSource(_Source):
 class _Span:
     """Bytes ``[start, end)`` of a source, read only when needed."""
 
-    __slots__ = ("source", "start", "end")
+    __slots__ = ("end", "source", "start")
 
     def __init__(self, source: _Source, start: int, end: int):
         self.source, self.start, self.end = source, start, end
@@ -194,11 +212,11 @@ class _Span:
 
 # -- the wire format ----------------------------------------------------------------
 
-def _varint(data: Union[bytes, memoryview], position: int) -> Tuple[int, int]:
+def _varint(data: Union[bytes, memoryview], position: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if position >= len(data):
-            raise _Truncated
+            raise _TruncatedError
         byte = data[position]
         position += 1
         result |= (byte & 0x7F) << shift
@@ -206,7 +224,7 @@ def _varint(data: Union[bytes, memoryview], position: int) -> Tuple[int, int]:
             return result, position
         shift += 7
         if shift > 63:
-            raise _Truncated
+            raise _TruncatedError
 
 
 def _encode_varint(value: int) -> bytes:
@@ -229,7 +247,7 @@ def _key(number: int, wire: int) -> bytes:
     return _encode_varint(number << 3 | wire)
 
 
-def _fields(source: _Source, start: int, end: int) -> Iterator[Tuple[int, int, int, int, int]]:
+def _fields(source: _Source, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
     """``(number, wire type, field start, value start, value end)`` for each field of
     ``[start, end)``; a varint's value span is its bytes. Reads headers only."""
     position = start
@@ -239,7 +257,7 @@ def _fields(source: _Source, start: int, end: int) -> Iterator[Tuple[int, int, i
         key, used = _varint(head, 0)
         number, wire = key >> 3, key & 7
         if number == 0:
-            raise _Truncated
+            raise _TruncatedError
         if wire == _VARINT:
             _, value_end = _varint(head, used)
             value_start, value_end = position + used, position + value_end
@@ -254,9 +272,9 @@ def _fields(source: _Source, start: int, end: int) -> Iterator[Tuple[int, int, i
             value_start = position + after
             value_end = value_start + length
         else:
-            raise _Truncated  # groups are not in ONNX
+            raise _TruncatedError  # groups are not in ONNX
         if value_end > end:
-            raise _Truncated
+            raise _TruncatedError
         yield number, wire, field_start, value_start, value_end
         position = value_end
 
@@ -275,7 +293,7 @@ _INT64, _INT32, _UINT64, _FLOAT, _DOUBLE, _STRING, _BYTES_KIND, _MESSAGE = range
 _WIRE_OF = {_INT64: _VARINT, _INT32: _VARINT, _UINT64: _VARINT, _FLOAT: _FIXED32, _DOUBLE: _FIXED64,
             _STRING: _BYTES, _BYTES_KIND: _BYTES, _MESSAGE: _BYTES}
 _NUMERIC = frozenset((_INT64, _INT32, _UINT64, _FLOAT, _DOUBLE))
-_DEFAULT_OF: Dict[int, Any] = {_INT64: 0, _INT32: 0, _UINT64: 0, _FLOAT: 0.0, _DOUBLE: 0.0, _STRING: "",
+_DEFAULT_OF: dict[int, Any] = {_INT64: 0, _INT32: 0, _UINT64: 0, _FLOAT: 0.0, _DOUBLE: 0.0, _STRING: "",
                                _BYTES_KIND: b""}
 
 
@@ -287,14 +305,14 @@ def _decode_varint_value(kind: int, raw: int) -> int:
     return raw
 
 
-def _decode_packed(kind: int, data: Union[bytes, memoryview]) -> List[Any]:
+def _decode_packed(kind: int, data: Union[bytes, memoryview]) -> list[Any]:
     if kind == _FLOAT:
         if len(data) % 4:
-            raise _Truncated
+            raise _TruncatedError
         return list(struct.unpack(f"<{len(data) // 4}f", data))
     if kind == _DOUBLE:
         if len(data) % 8:
-            raise _Truncated
+            raise _TruncatedError
         return list(struct.unpack(f"<{len(data) // 8}d", data))
     values = []
     position = 0
@@ -347,10 +365,10 @@ def _check_value(kind: int, name: str, value: Any) -> Any:
 
 
 class _Field:
-    __slots__ = ("number", "name", "kind", "repeated", "packed", "message", "oneof")
+    __slots__ = ("kind", "message", "name", "number", "oneof", "packed", "repeated")
 
     def __init__(self, number: int, name: str, kind: int, repeated: bool = False, packed: bool = False,
-                 message: Optional[Callable[[], "type[_Message]"]] = None, oneof: Optional[FrozenSet[int]] = None):
+                 message: Optional[Callable[[], type[_Message]]] = None, oneof: Optional[frozenset[int]] = None):
         self.number, self.name, self.kind, self.repeated, self.packed = number, name, kind, repeated, packed
         self.message = message
         self.oneof = oneof
@@ -366,14 +384,14 @@ class _Encoding:
     __slots__ = ("chunks", "length")
 
     def __init__(self) -> None:
-        self.chunks: List[_Chunk] = []
+        self.chunks: list[_Chunk] = []
         self.length = 0
 
     def add(self, chunk: _Chunk) -> None:
         self.chunks.append(chunk)
         self.length += len(chunk)
 
-    def add_message(self, number: int, inner: "_Encoding") -> None:
+    def add_message(self, number: int, inner: _Encoding) -> None:
         self.add(_key(number, _BYTES) + _encode_varint(inner.length))
         self.chunks.extend(inner.chunks)
         self.length += inner.length
@@ -395,10 +413,10 @@ class _External:
 
 # -- messages -------------------------------------------------------------------
 
-class _Repeated(list):  # type: ignore[type-arg]
+class _Repeated(list[Any]):
     """A repeated field: a list that tells its message when it changes."""
 
-    def __init__(self, owner: "_Message", field: _Field, values: Iterable[Any] = ()):
+    def __init__(self, owner: _Message, field: _Field, values: Iterable[Any] = ()):
         super().__init__(values)
         self._owner = owner
         self._field = field
@@ -467,7 +485,9 @@ class _Repeated(list):  # type: ignore[type-arg]
         super().__delitem__(index)
         self._changed()
 
-    def __iadd__(self, values: Iterable[Any]) -> "_Repeated":  # type: ignore[misc]
+    # The misc ignore: mypy wants __iadd__ to accept what list.__add__ accepts (lists);
+    # += takes any iterable, as list's own += and protobuf's repeated fields do.
+    def __iadd__(self, values: Iterable[Any]) -> _Repeated:  # type: ignore[misc]
         self.extend(values)
         return self
 
@@ -493,13 +513,24 @@ class _Lazy:
 class _Message:
     """A protobuf message of ONNX: fields as attributes, decoded on first access."""
 
-    FIELDS: ClassVar[Tuple[_Field, ...]] = ()
+    FIELDS: ClassVar[tuple[_Field, ...]] = ()
     #: Singular message fields that ``weights="external"`` reaches into (ModelProto.graph).
-    _PASS_EXTERNAL: ClassVar[FrozenSet[int]] = frozenset()
-    _BY_NAME: ClassVar[Dict[str, _Field]]
-    _BY_NUMBER: ClassVar[Dict[int, _Field]]
-    __slots__ = ("_source", "_spans", "_parsed", "_values", "_present", "_unknown", "_dirty", "_parent",
-                 "_parent_field")
+    _PASS_EXTERNAL: ClassVar[frozenset[int]] = frozenset()
+    _BY_NAME: ClassVar[dict[str, _Field]]
+    _BY_NUMBER: ClassVar[dict[int, _Field]]
+    #: The fields by number, set on each class by its first ``_fields_in_order``.
+    _ORDER: ClassVar[Sequence[_Field]]
+    __slots__ = (
+        "_dirty",
+        "_parent",
+        "_parent_field",
+        "_parsed",
+        "_present",
+        "_source",
+        "_spans",
+        "_unknown",
+        "_values",
+    )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -524,7 +555,7 @@ class _Message:
                 setattr(self, name, value)
 
     @classmethod
-    def _from_source(cls, source: _Source, start: int, end: int) -> "_Message":
+    def _from_source(cls, source: _Source, start: int, end: int) -> _Message:
         message = cls.__new__(cls)
         object.__setattr__(message, "_source", source)
         object.__setattr__(message, "_spans", [(start, end)])
@@ -547,7 +578,7 @@ class _Message:
         try:
             for start, end in self._spans:
                 self._parse_span(source, start, end)
-        except (_Truncated, UnicodeDecodeError) as error:
+        except (_TruncatedError, UnicodeDecodeError) as error:
             # Nothing half-read is kept: a second access fails the same way.
             self._values.clear()
             self._present.clear()
@@ -619,11 +650,11 @@ class _Message:
     def _lazy_bytes(self, field: _Field, length: int) -> bool:
         return length >= _LAZY_BYTES
 
-    def _container(self, field: _Field) -> "_ParsedList":
-        container = self._values.get(field.name)
+    def _container(self, field: _Field) -> _ParsedList:
+        container: Optional[_ParsedList] = self._values.get(field.name)
         if container is None:
             container = self._values[field.name] = _ParsedList()
-        return container  # type: ignore[no-any-return]
+        return container
 
     def _set_present(self, field: _Field) -> None:
         if field.oneof:
@@ -674,13 +705,13 @@ class _Message:
             return value.tobytes()  # not kept: a tensor's raw data is the model's weights
         return value
 
-    def _materialize(self, field: _Field, parsed: Iterable[Any]) -> List[Any]:
-        out: List[Any] = []
+    def _materialize(self, field: _Field, parsed: Iterable[Any]) -> list[Any]:
+        out: list[Any] = []
         for item in parsed:
             if isinstance(item, _Lazy):
                 try:
                     out.extend(_decode_packed(field.kind, item.span.source.read(item.span.start, item.span.end)))
-                except _Truncated:
+                except _TruncatedError:
                     raise item.span.source.error() from None
             elif isinstance(item, _Span):
                 out.append(item.tobytes())
@@ -728,7 +759,7 @@ class _Message:
 
     # -- changes ---------------------------------------------------------------
 
-    def _adopt(self, parent: "_Message", field_name: str) -> None:
+    def _adopt(self, parent: _Message, field_name: str) -> None:
         object.__setattr__(self, "_parent", parent)
         object.__setattr__(self, "_parent_field", field_name)
 
@@ -809,7 +840,7 @@ class _Message:
             else:
                 out.add(key + _encode_scalar(field.kind, item))
 
-    def _encode_item(self, field: _Field, item: "_Message", external: Optional[_External]) -> _Encoding:
+    def _encode_item(self, field: _Field, item: _Message, external: Optional[_External]) -> _Encoding:
         return item._encode()
 
     @classmethod
@@ -818,7 +849,7 @@ class _Message:
         order: Optional[Sequence[_Field]] = cls.__dict__.get("_ORDER")
         if order is None:
             order = tuple(sorted(cls.FIELDS, key=lambda f: f.number))
-            setattr(cls, "_ORDER", order)
+            cls._ORDER = order
         return order
 
     def SerializeToString(self) -> bytes:  # noqa: N802 - protobuf's name
@@ -826,7 +857,7 @@ class _Message:
         out = io.BytesIO()
         try:
             self._encode().write(out)
-        except _Truncated:
+        except _TruncatedError:
             raise (self._source.error() if self._source else ModelError("truncated source")) from None
         return out.getvalue()
 
@@ -848,7 +879,7 @@ def _encode_packed_one(kind: int, value: Any) -> bytes:
     return _encode_varint(int(value))
 
 
-class _ParsedList(list):  # type: ignore[type-arg]
+class _ParsedList(list[Any]):
     """Values of a repeated field as parsed, before the field is first read."""
 
     def append_parsed(self, value: Any) -> None:
@@ -859,7 +890,7 @@ class _ParsedList(list):  # type: ignore[type-arg]
 
 
 def _f(number: int, name: str, kind: int, *, repeated: bool = False, packed: bool = False,
-       message: Optional[Callable[[], "type[_Message]"]] = None, oneof: Optional[Iterable[int]] = None) -> _Field:
+       message: Optional[Callable[[], type[_Message]]] = None, oneof: Optional[Iterable[int]] = None) -> _Field:
     return _Field(number, name, kind, repeated, packed, message, frozenset(oneof) if oneof else None)
 
 
@@ -937,7 +968,7 @@ class TensorProto(_Message):
     def _lazy_bytes(self, field: _Field, length: int) -> bool:
         return field.number == 9 or length >= _LAZY_BYTES
 
-    def raw_data_span(self) -> Optional[Tuple[int, int]]:
+    def raw_data_span(self) -> Optional[tuple[int, int]]:
         """``(offset, length)`` of ``raw_data`` in the source it was parsed from, or None
         (absent, or set in memory)."""
         self._parse()
@@ -1018,7 +1049,7 @@ class GraphProto(_Message):
               _f(16, "metadata_props", _MESSAGE, repeated=True, message=lambda: StringStringEntryProto))
     __slots__ = ()
 
-    def _encode_item(self, field: _Field, item: "_Message", external: Optional[_External]) -> _Encoding:
+    def _encode_item(self, field: _Field, item: _Message, external: Optional[_External]) -> _Encoding:
         if external is not None and field.number == 5:
             assert isinstance(item, TensorProto)
             encoded = item._encode_external(external)
@@ -1042,7 +1073,7 @@ class ModelProto(_Message):
     __slots__ = ()
 
     @classmethod
-    def FromString(cls, data: Union[bytes, bytearray, memoryview]) -> "ModelProto":  # noqa: N802
+    def FromString(cls, data: Union[bytes, bytearray, memoryview]) -> ModelProto:  # noqa: N802 - protobuf's name
         """The model in ``data`` (kept, not copied: do not change a bytearray given)."""
         return load_from_string(data)
 
@@ -1051,7 +1082,7 @@ class ModelProto(_Message):
         """The real path of the file the model was loaded from, or None."""
         return self._source.path if self._source is not None else None
 
-    def SerializeToString(self, *, weights: str = "inline", location: Optional[str] = None,  # noqa: N802
+    def SerializeToString(self, *, weights: str = "inline", location: Optional[str] = None,  # noqa: N802 - protobuf's name
                           min_external_bytes: int = EXTERNAL_MIN_BYTES) -> bytes:
         """The model's bytes.
 
@@ -1073,7 +1104,7 @@ class ModelProto(_Message):
         """:meth:`SerializeToString` into the file ``out``, raw data copied in pieces."""
         try:
             self._encoding(weights, location, min_external_bytes).write(out)
-        except _Truncated:
+        except _TruncatedError:
             raise (self._source.error() if self._source else ModelError("truncated source")) from None
 
     def _encoding(self, weights: str, location: Optional[str], min_external_bytes: int) -> _Encoding:
@@ -1105,7 +1136,7 @@ class ModelProto(_Message):
         if isinstance(self._source, _FileSource):
             self._source.close()
 
-    def __enter__(self) -> "ModelProto":
+    def __enter__(self) -> ModelProto:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -1122,7 +1153,7 @@ def _checked_model(source: _Source) -> ModelProto:
     return model
 
 
-def load(path: Union[str, "os.PathLike[str]"]) -> ModelProto:
+def load(path: Union[str, os.PathLike[str]]) -> ModelProto:
     """The model in the ONNX file at ``path``, read with plain reads as its parts are used;
     ModelError when it does not exist or is not an ONNX model."""
     source = _FileSource(os.fspath(path))
@@ -1138,7 +1169,7 @@ def load_from_string(data: Union[bytes, bytearray, memoryview], name: str = "<by
     return _checked_model(_BytesSource(data, name))
 
 
-def read_metadata(path: Union[str, "os.PathLike[str]"]) -> Dict[str, str]:
+def read_metadata(path: Union[str, os.PathLike[str]]) -> dict[str, str]:
     """The ``metadata_props`` of the ONNX model at ``path`` (key -> value; of a key given
     twice, the later entry); ModelError for a file that is not an ONNX model. Reads the
     top level's field headers and the entries: the graph is skipped, not decoded."""
@@ -1150,7 +1181,7 @@ def read_metadata(path: Union[str, "os.PathLike[str]"]) -> Dict[str, str]:
         source.close()
 
 
-def append_metadata(path: Union[str, "os.PathLike[str]"], entries: Dict[str, str]) -> None:
+def append_metadata(path: Union[str, os.PathLike[str]], entries: dict[str, str]) -> None:
     """Add ``entries`` to the ``metadata_props`` of the model file at ``path``, in place.
 
     Protobuf takes repeated fields in any order, so the entries are appended to the
@@ -1165,7 +1196,7 @@ def append_metadata(path: Union[str, "os.PathLike[str]"], entries: Dict[str, str
 
 # -- building messages ----------------------------------------------------------
 
-def _attribute_fields(name: str, value: Any) -> Dict[str, Any]:
+def _attribute_fields(name: str, value: Any) -> dict[str, Any]:
     """The fields of an AttributeProto named ``name`` holding ``value`` (int, float, str or
     bytes, or a non-empty list of ints or floats); TypeError for anything else."""
     if isinstance(value, bool):
@@ -1186,7 +1217,7 @@ def _attribute_fields(name: str, value: Any) -> Dict[str, Any]:
 
 
 def _fill_node(node: Any, op_type: str, inputs: Sequence[str], outputs: Sequence[str], name: Optional[str],
-               domain: Optional[str], attributes: Dict[str, Any]) -> Any:
+               domain: Optional[str], attributes: dict[str, Any]) -> Any:
     node.op_type = op_type
     node.input.extend(inputs)
     node.output.extend(outputs)
@@ -1203,7 +1234,9 @@ def make_node(op_type: str, inputs: Sequence[str], outputs: Sequence[str], name:
               domain: Optional[str] = None, **attributes: Any) -> NodeProto:
     """A new NodeProto, as ``onnx.helper.make_node`` makes it (attributes by name, their
     type from the value: int, float, str/bytes, or a list of ints or floats)."""
-    return _fill_node(NodeProto(), op_type, inputs, outputs, name, domain, attributes)  # type: ignore[no-any-return]
+    node = NodeProto()
+    _fill_node(node, op_type, inputs, outputs, name, domain, attributes)
+    return node
 
 
 def append_node(nodes: Any, op_type: str, inputs: Sequence[str], outputs: Sequence[str],
@@ -1237,7 +1270,7 @@ def make_tensor_value_info(name: str, elem_type: int, shape: Optional[Sequence[U
 # -- tensors as arrays ------------------------------------------------------------
 
 # data_type -> (numpy dtype of the values, typed field that holds them when there is no raw data)
-_DTYPES: Dict[int, Tuple[str, str]] = {
+_DTYPES: dict[int, tuple[str, str]] = {
     TensorProto.FLOAT: ("<f4", "float_data"), TensorProto.DOUBLE: ("<f8", "double_data"),
     TensorProto.FLOAT16: ("<f2", "int32_data"), TensorProto.BFLOAT16: ("<u2", "int32_data"),
     TensorProto.INT8: ("i1", "int32_data"), TensorProto.UINT8: ("u1", "int32_data"),
@@ -1322,7 +1355,7 @@ def _raw_bytes(tensor: TensorProto, expected: int) -> Union[bytes, bytearray, me
             return buffer
         try:
             return source.read(value.start, value.end)
-        except _Truncated:
+        except _TruncatedError:
             raise source.error() from None
     data = value if value is not None else b""
     if len(data) != expected:
@@ -1343,7 +1376,8 @@ def to_array(tensor: Any, base_dir: Optional[str] = None) -> numpy.ndarray:
     if not isinstance(tensor, TensorProto):
         from onnx import numpy_helper
 
-        return numpy_helper.to_array(tensor, base_dir or "")
+        array: numpy.ndarray = numpy_helper.to_array(tensor, base_dir or "")  # Any where onnx is not installed
+        return array
     tensor._parse()
     data_type = tensor.data_type
     if data_type not in _DTYPES:

@@ -297,9 +297,9 @@ def test_oneof_dim_and_presence_follow_protobuf():
     assert_same(ours, theirs)
     assert_encodes_like(ours, theirs)
     with pytest.raises(ValueError):
-        ours.graph.HasField("node")
+        _ = ours.graph.HasField("node")
     with pytest.raises(AttributeError):
-        ours.graph.no_such_field
+        _ = ours.graph.no_such_field
     with pytest.raises(TypeError):
         ours.graph.name = 3
 
@@ -315,9 +315,8 @@ def test_unreadable_files_are_model_errors_naming_the_file(tmp_path):
     text = tmp_path / "text.onnx"
     text.write_bytes(b"this is not a model\n" * 10)
     for path in (truncated, garbage, text, tmp_path / "missing.onnx", tmp_path):
-        with pytest.raises(ModelError, match=str(path.name)):
-            with onnx_proto.load(str(path)) as model:
-                graph.describe(model, str(path))
+        with pytest.raises(ModelError, match=str(path.name)), onnx_proto.load(str(path)) as model:
+            graph.describe(model, str(path))
     with pytest.raises(ModelError, match="<bytes>"):
         onnx_proto.load_from_string(data[:-3])
 
@@ -330,8 +329,8 @@ def test_a_broken_node_is_a_model_error_when_read():
     data[at:at + 4] = b"\xff\xfe\xfd\xfc"
     parsed = onnx_proto.load_from_string(bytes(data), name="broken.onnx")
     for _ in range(2):  # and again: nothing half-read was kept
-        with pytest.raises(ModelError, match="broken.onnx"):
-            parsed.graph.node[0].op_type
+        with pytest.raises(ModelError, match=r"broken\.onnx"):
+            _ = parsed.graph.node[0].op_type
 
 
 def _read_everything(message) -> None:

@@ -7,7 +7,8 @@ frame-wise (MLP) and whole-segment (bidirectional LSTM).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
+from collections.abc import Sequence
 
 import numpy
 
@@ -63,11 +64,11 @@ def build_mlp(input_dim: int = 40, output_dim: int = 500, hidden: Sequence[int] 
 
     rng = numpy.random.default_rng(seed)
     time_axes = ["B", "T"] if batched else ["T"]
-    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, time_axes + [input_dim])]
-    outputs = [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, time_axes + [output_dim])]
+    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [*time_axes, input_dim])]
+    outputs = [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [*time_axes, output_dim])]
     nodes, initializers = [], []
     current, current_dim = input_name, input_dim
-    for layer, size in enumerate(list(hidden) + [output_dim]):
+    for layer, size in enumerate([*hidden, output_dim]):
         weight, bias = f"W{layer}", f"b{layer}"
         initializers.append(numpy_helper.from_array(_weights(rng, current_dim, size), weight))
         bias_values = (0.1 * rng.standard_normal(size)).astype(numpy.float32)
@@ -103,7 +104,8 @@ def build_blstm(input_dim: int = 40, output_dim: int = 500, hidden: int = 64, *,
     inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["B", "T", input_dim])]
     outputs = [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["B", "T", output_dim])]
     initializers = [
-        numpy_helper.from_array((_weights(rng, input_dim, 2 * 4 * hidden).T.reshape(2, 4 * hidden, input_dim)), "lstm_W"),
+        numpy_helper.from_array(_weights(rng, input_dim, 2 * 4 * hidden).T.reshape(2, 4 * hidden, input_dim),
+                                "lstm_W"),
         numpy_helper.from_array((_weights(rng, hidden, 2 * 4 * hidden).T.reshape(2, 4 * hidden, hidden)), "lstm_R"),
         numpy_helper.from_array((0.1 * rng.standard_normal((2, 8 * hidden))).astype(numpy.float32), "lstm_B"),
         numpy_helper.from_array(_weights(rng, 2 * hidden, output_dim), "out_W"),
@@ -205,8 +207,8 @@ def build_head(input_dim: int = 4, classes: int = 5, *, seed: int = 0, batched: 
 
     rng = numpy.random.default_rng(seed)
     time_axes = ["B", "T"] if batched else ["T"]
-    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, time_axes + [input_dim])]
-    outputs = [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, time_axes + [classes])]
+    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [*time_axes, input_dim])]
+    outputs = [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [*time_axes, classes])]
     weights = scale * rng.standard_normal((input_dim, classes)) / numpy.sqrt(input_dim)
     initializers = [tensor(weights, "W", head_type)]
     nodes, current, current_type = [], input_name, "float"
