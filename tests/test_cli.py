@@ -8,6 +8,10 @@ from conftest import bare_run, features
 from sprintiface.cli import main
 from sprintiface.priors import load_prior
 
+#: Children run outside the source tree: there `import sprintiface` would find the unbuilt
+#: source folder first (the CI tests an installed wheel, not an in-place build).
+_AWAY_FROM_SOURCE = os.path.dirname(os.path.abspath(os.sep))
+
 
 @pytest.fixture
 def feature_files(tmp_path):
@@ -110,7 +114,7 @@ def run_cli(*argv, **environment):
 
     env = dict(os.environ, **environment)
     return subprocess.run([sys.executable, "-m", "sprintiface", *argv], capture_output=True, text=True,
-                          timeout=120, env=env, cwd=environment.get("TMPDIR"))
+                          timeout=120, env=env, cwd=environment.get("TMPDIR", _AWAY_FROM_SOURCE))
 
 
 def test_version(capsys):

@@ -35,6 +35,7 @@ NEEDS = {
     "torch": "PyTorch: run by test_torch_blocks_run under pytest -m torch",
     "docker": "cibuildwheel's manylinux containers",
     "asv": "a benchmark run (minutes; asv builds its own environments)",
+    "qemu": "an arm64 root under qemu-user (root, minutes: tools/aarch64/run_tests.sh, pytest -m aarch64)",
     "pytest": "the test suite itself (.ci/run runs it; a test running it would run itself)",
 }
 

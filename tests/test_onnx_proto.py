@@ -29,6 +29,10 @@ from sprintiface import graph, onnx_proto
 from sprintiface.errors import ModelError
 from sprintiface.prepare import _set_metadata
 
+#: Children run outside the source tree: there `import sprintiface` would find the unbuilt
+#: source folder first (the CI tests an installed wheel, not an in-place build).
+_AWAY_FROM_SOURCE = os.path.dirname(os.path.abspath(os.sep))
+
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 
 
@@ -528,7 +532,8 @@ onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 assert "ml_dtypes" not in sys.modules and "google.protobuf" not in sys.modules
 print(interface.served_output)
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=_AWAY_FROM_SOURCE)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "output"
 
@@ -544,7 +549,8 @@ with onnx_proto.load({path!r}) as model:
     interface = graph.prepare(model, {path!r})
 print(interface.served_kind, interface.logit_bias is not None, [n.op_type for n in model.graph.node])
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=_AWAY_FROM_SOURCE)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split(None, 2)[:2] == ["logits", "True"] and "Softmax" not in result.stdout
 
