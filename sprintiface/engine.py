@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Dict, Optional
+from typing import Optional
 
 import numpy
 
@@ -48,7 +48,7 @@ _CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_v
               "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "sve", "sve2", "bf16")
 
 
-def packing_target() -> Dict[str, object]:
+def packing_target() -> dict[str, object]:
     """What pre-packed weights depend on, for this process: ONNX Runtime's version,
     the machine and the CPU's relevant features. (A prepared model records this
     and the name of its weights file under ``sprintiface.packed_for``.)"""
@@ -210,7 +210,7 @@ class OnnxEngine:
     bias the score kernel adds (float32 (C,)) or None.
     """
 
-    _cache: Dict[tuple, "OnnxEngine"] = {}
+    _cache: dict[tuple, OnnxEngine] = {}
     _cache_lock = threading.Lock()
 
     def __init__(self, path: str, *, intra_op_threads: int = 1, inter_op_threads: int = 1,
@@ -361,7 +361,7 @@ class OnnxEngine:
                 f"but the model gives {self.output_dim} classes")
 
     @classmethod
-    def from_config(cls, config: Config) -> "OnnxEngine":
+    def from_config(cls, config: Config) -> OnnxEngine:
         """The process-wide engine for the model and session settings ``config`` names
         (``onnx`` or ``model``/``epoch``; names, ``output_kind``, threads); made on first use."""
         path = resolve_model_path(config)
@@ -442,11 +442,11 @@ class OnnxEngine:
                 f"but RASR's output dimension (python-feature-scorer-output-dimension / trainer-output-dimension) "
                 f"is {output_dim}")
 
-    def new_binding(self) -> "Binding":
+    def new_binding(self) -> Binding:
         """An IOBinding for :meth:`run_into` (one per caller; bindings are not thread-safe)."""
         return Binding(self)
 
-    def run_into(self, binding: "Binding", frames_address: int, num_frames: int, out_address: int) -> None:
+    def run_into(self, binding: Binding, frames_address: int, num_frames: int, out_address: int) -> None:
         """Run on ``num_frames`` float32 frames at ``frames_address`` ((T, input_dim) row-major,
         read in place) and write the served output, float32 (T, output_dim) row-major, to
         ``out_address``. The caller keeps both blocks alive and unmoved meanwhile."""

@@ -39,9 +39,8 @@ import json
 import os
 import signal
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Optional
 
-import numpy
 
 from sprintiface import _files, graph, onnx_proto, plan
 from sprintiface.engine import packing_target
@@ -66,15 +65,15 @@ class Prepared:
     """What ``prepare_model`` wrote."""
 
     path: str
-    files: List[str]
+    files: list[str]
     form: str                      # "shareable" or "plain"
     interface: plan.ModelInterface
-    packed_for: Optional[Dict[str, object]] = None
+    packed_for: Optional[dict[str, object]] = None
     quantization: Optional[QuantizationReport] = None
-    notes: List[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     #: Bytes of each of ``files`` as written (a later prepare of the same OUT may have
     #: replaced them by the time the caller looks).
-    sizes: Dict[str, int] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
 def _require_onnx():
@@ -96,7 +95,7 @@ def _load(onnx, path: str):
         raise ModelError(f"ONNX model {path!r} cannot be read: {error}") from None
 
 
-def _set_metadata(model, entries: Dict[str, str]) -> None:
+def _set_metadata(model, entries: dict[str, str]) -> None:
     kept = [(p.key, p.value) for p in model.metadata_props if p.key not in entries]
     del model.metadata_props[:]
     for key, value in kept + list(entries.items()):
@@ -107,7 +106,7 @@ def prepare_model(source: str, output: str, *, plain: bool = False, quantize: bo
                   sample_features: Optional[str] = None, input_name: Optional[str] = None,
                   output_name: Optional[str] = None, length_name: Optional[str] = None,
                   output_kind: str = "auto", keep_slower: bool = False, min_speedup: float = MIN_SPEEDUP,
-                  min_agreement: float = MIN_AGREEMENT, quantize_variants: Optional[List[str]] = None) -> Prepared:
+                  min_agreement: float = MIN_AGREEMENT, quantize_variants: Optional[list[str]] = None) -> Prepared:
     """Prepare ``source`` into ``output`` (see the module docstring). With ``quantize`` the
     int8 variant sprintiface.quantize chooses (among ``quantize_variants``, default all) by
     ``min_speedup``, ``min_agreement`` and ``keep_slower`` is written, or the float model when
@@ -149,7 +148,7 @@ def prepare_model(source: str, output: str, *, plain: bool = False, quantize: bo
         return _write_shareable(onnx, model, output, work, interface, report)
 
 
-def _recorded_weights_name(path: str) -> "Optional[str]":
+def _recorded_weights_name(path: str) -> Optional[str]:
     """The weights file the prepared model at ``path`` names (``sprintiface.packed_for``),
     when it is one prepare writes for it (``<name>.<id>.data`` next to it); else None."""
     if not os.path.isfile(path) or os.path.islink(path):
@@ -165,7 +164,7 @@ def _recorded_weights_name(path: str) -> "Optional[str]":
     return None
 
 
-def _commit(staged: str, output: str, staged_data: "Optional[str]" = None, data: "Optional[str]" = None) -> None:
+def _commit(staged: str, output: str, staged_data: Optional[str] = None, data: Optional[str] = None) -> None:
     """Rename the staged model (and its weights file) into place, serialised with other
     prepares of ``output``, and remove the weights file that the replaced OUT named."""
     directory = os.path.dirname(os.path.abspath(output))
