@@ -23,7 +23,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from typing import Callable
+from typing import IO, Any, Callable
 
 #: Part of every temporary's name; a host's cleanup only touches its own. The node name is
 #: what socket.gethostname() returns on POSIX; importing socket would cost a cold job ~10 ms of CPU.
@@ -89,10 +89,10 @@ def _writer_alive(handle: int, pid: int) -> bool:
         return False
 
 
-def _remove_stale(directory: str, pattern: re.Pattern, remove: Callable[[str], None]) -> list[str]:
+def _remove_stale(directory: str, pattern: re.Pattern[str], remove: Callable[[str], None]) -> list[str]:
     """Remove (with ``remove``) the entries of ``directory`` whose name matches ``pattern``
     (groups ``host`` and ``pid``), carry this host's name and whose writer is dead."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(directory)
     except OSError:
@@ -130,7 +130,7 @@ def remove_stale_temporaries(path: str) -> list[str]:
     return _remove_stale(directory, pattern, os.unlink)
 
 
-def _scratch_pattern(path: str) -> re.Pattern:
+def _scratch_pattern(path: str) -> re.Pattern[str]:
     return re.compile(r"\." + re.escape(os.path.basename(path)) + r"\.(?P<host>.+)\.(?P<pid>\d+)\.[^.]+\.scratch")
 
 
@@ -205,7 +205,7 @@ def exclusive_lock(lock_path: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str, mode: str = "wb"):
+def atomic_write(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; rename it to ``path`` only when
     the block finishes without an exception (otherwise it is removed)."""
     handle, temporary = create_temporary(path)
