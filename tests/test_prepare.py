@@ -37,7 +37,7 @@ WITHOUT_ONNX = textwrap.dedent("""
 def test_prepared_model_scores_without_onnx(tmp_path, write_model, form, builder, capsys):
     source = write_model(builder(12, 30, seed=4))
     prepared = str(tmp_path / "am.prepared.onnx")
-    assert main(["prepare", source, "-o", prepared] + form) == 0
+    assert main(["prepare", source, "-o", prepared, *form]) == 0
     out = capsys.readouterr().out
     assert "serves" in out and ("pre-packed" in out) == (form == [])
     x = features(41, 12)
@@ -90,7 +90,7 @@ def test_prepared_plan_wins_over_config_and_damage_is_named(tmp_path, mlp_path):
         rasr_scorer(f"onnx:{prepared},output_kind:logits", 12, 30)
     assert "sprintiface.plan" in read_metadata(prepared)
     append_metadata(prepared, {"sprintiface.plan": "{not json"})  # the later entry wins
-    with pytest.raises(ModelError, match="metadata is damaged.*prepare it again"):
+    with pytest.raises(ModelError, match=r"metadata is damaged.*prepare it again"):
         rasr_scorer(f"onnx:{prepared}", 12, 30)
 
 
