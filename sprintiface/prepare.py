@@ -85,7 +85,8 @@ def _require_onnx() -> ModuleType:
         import onnx
     except ImportError:
         raise ModelError("preparing a model needs the onnx package: pip install 'sprintiface[onnx]'") from None
-    return onnx
+    module: ModuleType = onnx  # named: where onnx is not installed (the lint venv) its type is Any
+    return module
 
 
 def _load(onnx: ModuleType, path: str) -> ModelProto:
