@@ -232,7 +232,7 @@ class PreparedSize:
     timeout = 600
 
     def track_size_vs_model(self, form):
-        from sprintiface.onnx_wire import read_metadata
+        from sprintiface.onnx_proto import read_metadata
 
         path = common.prepared_path("big", form)
         weights = json.loads(read_metadata(path).get("sprintiface.packed_for", "{}")).get("weights")

@@ -12,7 +12,7 @@ from onnx_models import build_attention, build_blstm, build_mlp
 
 from sprintiface import ModelError
 from sprintiface.cli import main
-from sprintiface.onnx_wire import read_metadata
+from sprintiface.onnx_proto import read_metadata
 from sprintiface.prepare import prepare_model
 from sprintiface.quantize import VARIANT_NAMES, describe_instructions, int8_instructions, weight_nodes
 
