@@ -228,7 +228,7 @@ def test_a_killed_prepare_leaves_scratch_that_the_next_removes(tmp_path, mlp_pat
     dead_scratch = scratch()
     assert len(dead_scratch) == 1 and os.listdir(tmp_path / dead_scratch[0])  # with what it wrote
     killed.kill()
-    killed.wait()
+    killed.communicate(timeout=60)  # reaped and its pipes closed (an unclosed one is a ResourceWarning: an error)
     live = _prepare_process(mlp_path, out, pause="scratch-written")
     live_scratch = [name for name in scratch() if name not in dead_scratch]
     assert len(live_scratch) == 1
