@@ -227,8 +227,8 @@ class ModelMemory:
 class PreparedSize:
     """Bytes `prepare` writes for the 124 MB MLP (OUT plus its weights file) per byte of the model."""
 
-    params = ["shareable", "plain"]  # noqa: RUF012 - asv reads lists
-    param_names = ["form"]  # noqa: RUF012
+    params = ["shareable", "plain"]
+    param_names = ["form"]
     timeout = 600
 
     def track_size_vs_model(self, form):

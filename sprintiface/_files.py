@@ -22,14 +22,15 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Callable, Iterator, List, Tuple
+from collections.abc import Iterator
+from typing import IO, Any, Callable
 
 #: Part of every temporary's name; a host's cleanup only touches its own. The node name is
 #: what socket.gethostname() returns on POSIX; importing socket would cost a cold job ~10 ms of CPU.
 _HOST = re.sub(r"[^A-Za-z0-9_.-]", "_", os.uname().nodename) or "localhost"
 
 
-def create_temporary(path: str) -> Tuple[int, str]:
+def create_temporary(path: str) -> tuple[int, str]:
     """Create and lock a fresh temporary file next to ``path``: ``(fd, temporary path)``.
 
     The file is mode 0644 (results are meant to be shared) and locked with
@@ -88,10 +89,10 @@ def _writer_alive(handle: int, pid: int) -> bool:
         return False
 
 
-def _remove_stale(directory: str, pattern: "re.Pattern", remove: Callable[[str], None]) -> List[str]:
+def _remove_stale(directory: str, pattern: re.Pattern[str], remove: Callable[[str], None]) -> list[str]:
     """Remove (with ``remove``) the entries of ``directory`` whose name matches ``pattern``
     (groups ``host`` and ``pid``), carry this host's name and whose writer is dead."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(directory)
     except OSError:
@@ -116,7 +117,7 @@ def _remove_stale(directory: str, pattern: "re.Pattern", remove: Callable[[str],
     return removed
 
 
-def remove_stale_temporaries(path: str) -> List[str]:
+def remove_stale_temporaries(path: str) -> list[str]:
     """Remove the temporaries of ``path`` that a dead process of this host left; returns them.
 
     A temporary is stale when it carries this host's name, the process of its
@@ -129,11 +130,11 @@ def remove_stale_temporaries(path: str) -> List[str]:
     return _remove_stale(directory, pattern, os.unlink)
 
 
-def _scratch_pattern(path: str) -> "re.Pattern":
+def _scratch_pattern(path: str) -> re.Pattern[str]:
     return re.compile(r"\." + re.escape(os.path.basename(path)) + r"\.(?P<host>.+)\.(?P<pid>\d+)\.[^.]+\.scratch")
 
 
-def remove_stale_scratch(path: str) -> List[str]:
+def remove_stale_scratch(path: str) -> list[str]:
     """Remove the scratch directories of ``path`` (see :func:`scratch_directory`) that a
     dead process of this host left, with what is in them; returns them. Those of live
     processes and of other hosts are left alone."""
@@ -204,7 +205,7 @@ def exclusive_lock(lock_path: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str, mode: str = "wb"):
+def atomic_write(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; rename it to ``path`` only when
     the block finishes without an exception (otherwise it is removed)."""
     handle, temporary = create_temporary(path)

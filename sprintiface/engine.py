@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, ClassVar, Optional, TypedDict, Union
 
 import numpy
 
@@ -18,11 +18,14 @@ from sprintiface.config import Config, resolve_model_path
 from sprintiface.errors import ModelError
 from sprintiface.plan import LENGTH_DTYPES, ModelInterface
 
+if TYPE_CHECKING:  # annotations only (postponed): importing onnxruntime costs a cold job its load time
+    import onnxruntime
+
 #: Frames of the warm-up run at load time (so the first segment is not slow).
 WARMUP_FRAMES = 16
 
 
-def session_options(intra_op_threads: int = 1, inter_op_threads: int = 1):
+def session_options(intra_op_threads: int = 1, inter_op_threads: int = 1) -> onnxruntime.SessionOptions:
     """The ONNX Runtime session options of every sprintiface session."""
     import onnxruntime
 
@@ -48,7 +51,7 @@ _CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_v
               "amx_int8", "amx_bf16", "asimd", "asimddp", "i8mm", "sve", "sve2", "bf16")
 
 
-def packing_target() -> Dict[str, object]:
+def packing_target() -> dict[str, object]:
     """What pre-packed weights depend on, for this process: ONNX Runtime's version,
     the machine and the CPU's relevant features. (A prepared model records this
     and the name of its weights file under ``sprintiface.packed_for``.)"""
@@ -97,7 +100,7 @@ def mapped_bytes(path: str) -> int:
     return total
 
 
-def _trimming_run_options():
+def _trimming_run_options() -> onnxruntime.RunOptions:
     import onnxruntime
 
     options = onnxruntime.RunOptions()
@@ -105,7 +108,8 @@ def _trimming_run_options():
     return options
 
 
-def _prepare_in_memory(path, input_name, output_name, length_name, output_kind):
+def _prepare_in_memory(path: str, input_name: Optional[str], output_name: Optional[str], length_name: Optional[str],
+                       output_kind: str) -> tuple[ModelInterface, onnx_proto.ModelProto]:
     """A plain model, prepared at load: ``(interface, model)``, the
     :class:`sprintiface.onnx_proto.ModelProto` read from ``path`` (open until the caller
     closes it) with its cut made; its weights are not read (graph.prepare reads a cut
@@ -143,14 +147,15 @@ def _resident_bytes() -> Optional[int]:
         return None
 
 
-def _check_unchanged(model, path: str) -> None:
+def _check_unchanged(model: onnx_proto.ModelProto, path: str) -> None:
     """ModelError when the file ``model`` was read from (where its weights were copied from)
     was replaced or rewritten while it was: the copy may mix two models."""
     if not model.source_is_current():
         raise ModelError(f"ONNX model {path!r} changed while it was loaded (replaced or rewritten); load it again")
 
 
-def _check_prepared(interface: ModelInterface, input_name, output_name, length_name, output_kind) -> None:
+def _check_prepared(interface: ModelInterface, input_name: Optional[str], output_name: Optional[str],
+                    length_name: Optional[str], output_kind: str) -> None:
     """A prepared model serves what its plan says: config keys that ask for something else are errors."""
     asked = {"input_name": (input_name, interface.feature_input.name),
              "output_name": (output_name, interface.output.name),
@@ -162,7 +167,7 @@ def _check_prepared(interface: ModelInterface, input_name, output_name, length_n
                              f"asks for {given!r}: prepare it again with that setting")
 
 
-def _check_session(session, interface: ModelInterface) -> None:
+def _check_session(session: onnxruntime.InferenceSession, interface: ModelInterface) -> None:
     """The tensors the plan names exist in the session (a prepared file may have been edited)."""
     inputs = {node.name for node in session.get_inputs()}
     outputs = {node.name for node in session.get_outputs()}
@@ -175,7 +180,7 @@ def _check_session(session, interface: ModelInterface) -> None:
                              f"does not have (it has {', '.join(sorted(names))}); prepare it again")
 
 
-def _share_in_place(options) -> None:
+def _share_in_place(options: onnxruntime.SessionOptions) -> None:
     # Use the (memory-mapped, page-cache) weights in place instead of packing private
     # copies: the processes of a node share one copy, at some compute per run.
     options.add_session_config_entry("session.disable_prepacking", "1")
@@ -192,13 +197,26 @@ def _recorded_weights(path: str, packed_for: str) -> Optional[str]:
     return os.path.join(os.path.dirname(os.path.realpath(path)), name) if name else None
 
 
-def _new_session(source, path: str, options):
+def _new_session(source: Union[str, bytes], path: str,
+                 options: onnxruntime.SessionOptions) -> onnxruntime.InferenceSession:
     import onnxruntime
 
     try:
         return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as error:
         raise ModelError(f"ONNX Runtime cannot load {path!r}: {error}") from None
+
+
+class _EngineOptions(TypedDict):
+    """The keyword arguments of :class:`OnnxEngine` a config sets (OnnxEngine.from_config)."""
+
+    intra_op_threads: int
+    inter_op_threads: int
+    input_name: Optional[str]
+    output_name: Optional[str]
+    length_name: Optional[str]
+    output_kind: str
+    share_weights: bool
 
 
 class OnnxEngine:
@@ -210,12 +228,12 @@ class OnnxEngine:
     bias the score kernel adds (float32 (C,)) or None.
     """
 
-    _cache: Dict[tuple, "OnnxEngine"] = {}
+    _cache: ClassVar[dict[tuple[object, ...], OnnxEngine]] = {}
     _cache_lock = threading.Lock()
 
     def __init__(self, path: str, *, intra_op_threads: int = 1, inter_op_threads: int = 1,
                  input_name: Optional[str] = None, output_name: Optional[str] = None,
-                 length_name: Optional[str] = None, output_kind: str = "auto", share_weights: bool = False):
+                 length_name: Optional[str] = None, output_kind: str = "auto", share_weights: bool = False) -> None:
         self.path = path
         options = session_options(intra_op_threads, inter_op_threads)
         metadata = onnx_proto.read_metadata(path)
@@ -264,7 +282,8 @@ class OnnxEngine:
         #: processes through the page cache), or None for a model without one.
         self.shared_weight_bytes = self._report_sharing(metadata.get("sprintiface.packed_for"), share_weights)
 
-    def _load_plain(self, path: str, model, options, share_weights: bool):
+    def _load_plain(self, path: str, model: onnx_proto.ModelProto, options: onnxruntime.SessionOptions,
+                    share_weights: bool) -> onnxruntime.InferenceSession:
         """The session of a plain model (see _prepare_in_memory): its weights are copied
         out of the user's files first (sprintiface.weight_store), so that ONNX Runtime
         maps only copies that are sprintiface's own (docs/cluster.md), never the user's.
@@ -361,11 +380,11 @@ class OnnxEngine:
                 f"but the model gives {self.output_dim} classes")
 
     @classmethod
-    def from_config(cls, config: Config) -> "OnnxEngine":
+    def from_config(cls, config: Config) -> OnnxEngine:
         """The process-wide engine for the model and session settings ``config`` names
         (``onnx`` or ``model``/``epoch``; names, ``output_kind``, threads); made on first use."""
         path = resolve_model_path(config)
-        options = dict(intra_op_threads=config.intra_op_threads, inter_op_threads=config.inter_op_threads,
+        options = _EngineOptions(intra_op_threads=config.intra_op_threads, inter_op_threads=config.inter_op_threads,
                        input_name=config.input_name, output_name=config.output_name,
                        length_name=config.length_name, output_kind=config.output_kind,
                        share_weights=config.share_weights)
@@ -387,17 +406,19 @@ class OnnxEngine:
             output = self.forward(frames)
             #: Score rows the model gives for WARMUP_FRAMES frames (fewer: it downsamples).
             self.warmup_rows = output.shape[0]
-            return output.shape[1]
+            return int(output.shape[1])
         except ModelError as error:
             raise ModelError(f"{error}; the model does not run on {WARMUP_FRAMES} frames: an export that "
                              f"baked its example length into the graph runs at that length only") from None
 
-    def _feeds(self, frames: numpy.ndarray) -> dict:
+    def _feeds(self, frames: numpy.ndarray) -> dict[str, numpy.ndarray]:
         feeds = {self.interface.feature_input.name: frames[None] if self.batched else frames}
+        length_input = self.interface.length_input
         if self._length_dtype is not None:
-            length = numpy.array([frames.shape[0]] if self.interface.length_input.rank == 1 else frames.shape[0],
+            assert length_input is not None  # _length_dtype is set for a length input only
+            length = numpy.array([frames.shape[0]] if length_input.rank == 1 else frames.shape[0],
                                  dtype=self._length_dtype)
-            feeds[self.interface.length_input.name] = length
+            feeds[length_input.name] = length
         return feeds
 
     def forward(self, frames: numpy.ndarray) -> numpy.ndarray:
@@ -442,11 +463,11 @@ class OnnxEngine:
                 f"but RASR's output dimension (python-feature-scorer-output-dimension / trainer-output-dimension) "
                 f"is {output_dim}")
 
-    def new_binding(self) -> "Binding":
+    def new_binding(self) -> Binding:
         """An IOBinding for :meth:`run_into` (one per caller; bindings are not thread-safe)."""
         return Binding(self)
 
-    def run_into(self, binding: "Binding", frames_address: int, num_frames: int, out_address: int) -> None:
+    def run_into(self, binding: Binding, frames_address: int, num_frames: int, out_address: int) -> None:
         """Run on ``num_frames`` float32 frames at ``frames_address`` ((T, input_dim) row-major,
         read in place) and write the served output, float32 (T, output_dim) row-major, to
         ``out_address``. The caller keeps both blocks alive and unmoved meanwhile."""
@@ -458,8 +479,10 @@ class OnnxEngine:
             shape = [1, num_frames, self.input_dim] if self.batched else [num_frames, self.input_dim]
             io.bind_input(self.interface.feature_input.name, "cpu", 0, numpy.float32, shape, frames_address)
             if binding.length is not None:
+                length_input = self.interface.length_input
+                assert length_input is not None  # binding.length exists for a length input only
                 binding.length[0] = num_frames
-                io.bind_input(self.interface.length_input.name, "cpu", 0, self._length_dtype,
+                io.bind_input(length_input.name, "cpu", 0, self._length_dtype,
                               binding.length_shape, binding.length_address)
             out_shape = [1, num_frames, self.output_dim] if self.output_batched else [num_frames, self.output_dim]
             io.bind_output(self.interface.served_output, "cpu", 0, numpy.float32, out_shape, out_address)
@@ -486,14 +509,16 @@ class OnnxEngine:
 class Binding:
     """ONNX Runtime IOBinding plus the length input's storage, for one caller of run_into."""
 
-    def __init__(self, engine: OnnxEngine):
+    def __init__(self, engine: OnnxEngine) -> None:
         self.io = engine.session.io_binding()
         #: (frames address, frames, output address) of what is bound, or None.
-        self.bound = None
+        self.bound: Optional[tuple[int, int, int]] = None
         #: Give ONNX Runtime's arena back to the system at the end of the next run.
         self.trim_arena = False
-        self.length = None
+        self.length: Optional[numpy.ndarray] = None
         if engine._length_dtype is not None:
+            length_input = engine.interface.length_input
+            assert length_input is not None  # _length_dtype is set for a length input only
             self.length = numpy.zeros(1, dtype=engine._length_dtype)
-            self.length_address = self.length.ctypes.data
-            self.length_shape = [1] if engine.interface.length_input.rank == 1 else []
+            self.length_address: int = self.length.ctypes.data
+            self.length_shape: list[int] = [1] if length_input.rank == 1 else []

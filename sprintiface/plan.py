@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Any, Optional
 
 import numpy
 
@@ -52,7 +52,7 @@ class TensorInfo:
 
     name: str
     elem_type: int
-    shape: Optional[Tuple[object, ...]]
+    shape: Optional[tuple[object, ...]]
 
     @property
     def rank(self) -> Optional[int]:
@@ -77,8 +77,8 @@ class ModelInterface:
     """
 
     path: str
-    inputs: Tuple[TensorInfo, ...]
-    outputs: Tuple[TensorInfo, ...]
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
     feature_input: TensorInfo
     length_input: Optional[TensorInfo]
     output: TensorInfo
@@ -105,17 +105,17 @@ PLAN_KEY = "sprintiface.plan"
 PLAN_VERSION = 2
 
 
-def _tensor_to_json(tensor: TensorInfo) -> dict:
+def _tensor_to_json(tensor: TensorInfo) -> dict[str, Any]:
     return {"name": tensor.name, "elem_type": tensor.elem_type,
             "shape": None if tensor.shape is None else list(tensor.shape)}
 
 
-def _tensor_from_json(value: dict) -> TensorInfo:
+def _tensor_from_json(value: dict[str, Any]) -> TensorInfo:
     shape = value["shape"]
     return TensorInfo(value["name"], int(value["elem_type"]), None if shape is None else tuple(shape))
 
 
-def interface_to_metadata(interface: ModelInterface) -> Dict[str, str]:
+def interface_to_metadata(interface: ModelInterface) -> dict[str, str]:
     """The metadata_props entries that let a prepared model load without the onnx package."""
     bias = interface.logit_bias
     plan = {
@@ -133,7 +133,7 @@ def interface_to_metadata(interface: ModelInterface) -> Dict[str, str]:
     return {PLAN_KEY: json.dumps(plan, separators=(",", ":"))}
 
 
-def interface_from_metadata(metadata: Dict[str, str], path: str) -> ModelInterface:
+def interface_from_metadata(metadata: dict[str, str], path: str) -> ModelInterface:
     """The ModelInterface a prepared model records (see :func:`interface_to_metadata`)."""
     try:
         plan = json.loads(metadata[PLAN_KEY])

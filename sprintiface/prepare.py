@@ -35,18 +35,21 @@ read-only (0444: nothing ever writes it again), OUT is 0644.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
-
-import numpy
+from types import ModuleType
+from typing import TYPE_CHECKING, Optional
 
 from sprintiface import _files, graph, onnx_proto, plan
 from sprintiface.engine import packing_target
 from sprintiface.errors import ModelError
 from sprintiface.quantize import MIN_AGREEMENT, MIN_SPEEDUP, QuantizationReport
+
+if TYPE_CHECKING:  # annotations only (postponed): onnx is imported when a model is prepared
+    from onnx import ModelProto
 
 #: metadata_props keys besides the plan.
 PACKED_FOR_KEY = "sprintiface.packed_for"
@@ -66,37 +69,39 @@ class Prepared:
     """What ``prepare_model`` wrote."""
 
     path: str
-    files: List[str]
+    files: list[str]
     form: str                      # "shareable" or "plain"
     interface: plan.ModelInterface
-    packed_for: Optional[Dict[str, object]] = None
+    packed_for: Optional[dict[str, object]] = None
     quantization: Optional[QuantizationReport] = None
-    notes: List[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     #: Bytes of each of ``files`` as written (a later prepare of the same OUT may have
     #: replaced them by the time the caller looks).
-    sizes: Dict[str, int] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
-def _require_onnx():
+def _require_onnx() -> ModuleType:
     try:
         import onnx
     except ImportError:
         raise ModelError("preparing a model needs the onnx package: pip install 'sprintiface[onnx]'") from None
-    return onnx
+    module: ModuleType = onnx  # named: where onnx is not installed (the lint venv) its type is Any
+    return module
 
 
-def _load(onnx, path: str):
+def _load(onnx: ModuleType, path: str) -> ModelProto:
     """The ``onnx.ModelProto`` at ``path``, its weights read in (prepare writes them anew);
     ModelError when it cannot be read."""
     try:
-        return onnx.load(path)
+        model: ModelProto = onnx.load(path)
     except FileNotFoundError:
         raise ModelError(f"ONNX model {path!r} does not exist") from None
     except Exception as error:  # onnx raises DecodeError, OSError, ValueError, ...
         raise ModelError(f"ONNX model {path!r} cannot be read: {error}") from None
+    return model
 
 
-def _set_metadata(model, entries: Dict[str, str]) -> None:
+def _set_metadata(model: ModelProto, entries: dict[str, str]) -> None:
     kept = [(p.key, p.value) for p in model.metadata_props if p.key not in entries]
     del model.metadata_props[:]
     for key, value in kept + list(entries.items()):
@@ -107,7 +112,7 @@ def prepare_model(source: str, output: str, *, plain: bool = False, quantize: bo
                   sample_features: Optional[str] = None, input_name: Optional[str] = None,
                   output_name: Optional[str] = None, length_name: Optional[str] = None,
                   output_kind: str = "auto", keep_slower: bool = False, min_speedup: float = MIN_SPEEDUP,
-                  min_agreement: float = MIN_AGREEMENT, quantize_variants: Optional[List[str]] = None) -> Prepared:
+                  min_agreement: float = MIN_AGREEMENT, quantize_variants: Optional[list[str]] = None) -> Prepared:
     """Prepare ``source`` into ``output`` (see the module docstring). With ``quantize`` the
     int8 variant sprintiface.quantize chooses (among ``quantize_variants``, default all) by
     ``min_speedup``, ``min_agreement`` and ``keep_slower`` is written, or the float model when
@@ -149,7 +154,7 @@ def prepare_model(source: str, output: str, *, plain: bool = False, quantize: bo
         return _write_shareable(onnx, model, output, work, interface, report)
 
 
-def _recorded_weights_name(path: str) -> "Optional[str]":
+def _recorded_weights_name(path: str) -> Optional[str]:
     """The weights file the prepared model at ``path`` names (``sprintiface.packed_for``),
     when it is one prepare writes for it (``<name>.<id>.data`` next to it); else None."""
     if not os.path.isfile(path) or os.path.islink(path):
@@ -165,24 +170,24 @@ def _recorded_weights_name(path: str) -> "Optional[str]":
     return None
 
 
-def _commit(staged: str, output: str, staged_data: "Optional[str]" = None, data: "Optional[str]" = None) -> None:
+def _commit(staged: str, output: str, staged_data: Optional[str] = None, data: Optional[str] = None) -> None:
     """Rename the staged model (and its weights file) into place, serialised with other
     prepares of ``output``, and remove the weights file that the replaced OUT named."""
     directory = os.path.dirname(os.path.abspath(output))
     with _files.exclusive_lock(os.path.join(directory, f".{os.path.basename(output)}.lock")):
         old = _recorded_weights_name(output)  # read before OUT is replaced
         if staged_data is not None:
+            assert data is not None  # staged_data is given with its final name
             os.replace(staged_data, data)
         _pause_point("between-renames")
         os.replace(staged, output)  # the model last: until here an earlier OUT stays whole
         if old is not None and (data is None or old != os.path.basename(data)):
-            try:
+            with contextlib.suppress(OSError):  # gone already, or not ours to remove: nothing depends on it any more
                 os.unlink(os.path.join(directory, old))
-            except OSError:
-                pass  # gone already, or not ours to remove: nothing depends on it any more
 
 
-def _write_plain(onnx, model, output, work, interface, report) -> Prepared:
+def _write_plain(onnx: ModuleType, model: ModelProto, output: str, work: str, interface: plan.ModelInterface,
+                 report: Optional[QuantizationReport]) -> Prepared:
     staged = os.path.join(work, os.path.basename(output))
     try:
         onnx.save_model(model, staged)
@@ -196,7 +201,7 @@ def _write_plain(onnx, model, output, work, interface, report) -> Prepared:
     return Prepared(output, [output], "plain", interface, quantization=report, sizes=sizes)
 
 
-def _save_with_external_weights(onnx, model, path: str, page: int = 4096) -> None:
+def _save_with_external_weights(onnx: ModuleType, model: ModelProto, path: str, page: int = 4096) -> None:
     """``model`` to ``path`` with initializers of 1 KB and more in ``path + '.data'``,
     each at an offset that is a multiple of ``page`` (so ONNX Runtime can map it)."""
     from onnx import external_data_helper
@@ -218,7 +223,8 @@ def _save_with_external_weights(onnx, model, path: str, page: int = 4096) -> Non
     onnx.save_model(model, path)
 
 
-def _write_shareable(onnx, model, output, work, interface, report) -> Prepared:
+def _write_shareable(onnx: ModuleType, model: ModelProto, output: str, work: str, interface: plan.ModelInterface,
+                     report: Optional[QuantizationReport]) -> Prepared:
     import onnxruntime
 
     from sprintiface.engine import session_options
@@ -241,9 +247,8 @@ def _write_shareable(onnx, model, output, work, interface, report) -> Prepared:
     except Exception as error:
         raise ModelError(f"prepare: ONNX Runtime cannot load the prepared model: {error}") from None
     staged_data = os.path.join(work, data_name)
-    if not os.path.exists(staged_data):  # no initializer was big enough for the weights file
-        data_name = None
-    packed_for = dict(packing_target(), weights=data_name) if data_name else packing_target()
+    has_data = os.path.exists(staged_data)  # not when no initializer was big enough for the weights file
+    packed_for = dict(packing_target(), weights=data_name) if has_data else packing_target()
     entries = {key: value for key, value in ((p.key, p.value) for p in model.metadata_props)}
     entries[PACKED_FOR_KEY] = json.dumps(packed_for, separators=(",", ":"))
     written = onnx_proto.read_metadata(staged)
@@ -252,7 +257,7 @@ def _write_shareable(onnx, model, output, work, interface, report) -> Prepared:
         onnx_proto.append_metadata(staged, missing)
     os.chmod(staged, 0o644)
     sizes = {output: os.path.getsize(staged)}
-    if data_name is None:
+    if not has_data:
         _pause_point("scratch-written")
         _commit(staged, output)
         return Prepared(output, [output], "shareable", interface, packed_for=packed_for, quantization=report,

@@ -36,12 +36,18 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Callable
 
 import numpy
 
 from sprintiface.errors import ModelError
+
+if TYPE_CHECKING:  # annotations only (postponed): onnx is prepare's, the engine is imported when measuring
+    from onnx import ModelProto
+
+    from sprintiface.engine import OnnxEngine
 
 #: Defaults of the selection rule (``prepare --min-speedup`` / ``--min-agreement``). 0.95: on random
 #: normal features (the default sample) best-class agreement is pessimistic — random weights give flat
@@ -156,18 +162,18 @@ class _Variant:
     build: Callable[[str, str], None]     # (float path, variant path)
 
 
-def _constant_names(model) -> set[str]:
+def _constant_names(model: ModelProto) -> set[str]:
     names = {tensor.name for tensor in model.graph.initializer}
     names.update(output for node in model.graph.node if node.op_type == "Constant" for output in node.output)
     return names
 
 
-def weight_nodes(model, op_types: Sequence[str] = WEIGHT_OP_TYPES) -> list[str]:
+def weight_nodes(model: ModelProto, op_types: Sequence[str] = WEIGHT_OP_TYPES) -> list[str]:
     """Names of the ``op_types`` nodes of ``model`` whose one input is a constant weight
     (an initializer or a Constant's output) and the other an activation: attention's
     activation-by-activation MatMuls (QK^T, AV) are not among them."""
     constants = _constant_names(model)
-    found = []
+    found: list[str] = []
     for node in model.graph.node:
         if node.op_type in op_types and len(node.input) >= 2:
             first, second = (name in constants for name in node.input[:2])
@@ -179,7 +185,7 @@ def weight_nodes(model, op_types: Sequence[str] = WEIGHT_OP_TYPES) -> list[str]:
 _DEQUANTIZE = "DequantizeLinear"
 
 
-def int8_nodes(float_model, variant_model) -> list[str]:
+def int8_nodes(float_model: ModelProto, variant_model: ModelProto) -> list[str]:
     """Names of ``float_model``'s nodes that are int8 in ``variant_model``: gone (dynamic
     quantization replaces a node by ``<name>_quant`` int8 ops), or fed by a DequantizeLinear
     (static QDQ, which ONNX Runtime fuses into an int8 kernel at load)."""
@@ -191,7 +197,7 @@ def int8_nodes(float_model, variant_model) -> list[str]:
             if not (node.name in kept_float and ops.get(node.name) == node.op_type)]
 
 
-def _name_nodes(model) -> None:
+def _name_nodes(model: ModelProto) -> None:
     """Give every unnamed node a unique name: ONNX Runtime's quantizer selects nodes by name."""
     taken = {node.name for node in model.graph.node if node.name}
     for index, node in enumerate(model.graph.node):
@@ -208,23 +214,23 @@ VARIANT_NAMES = ("dynamic-all", "dynamic-weights", *(f"dynamic-{op}" for op in O
                  "static-all")
 
 
-def _variants(model, calibration: list[dict[str, numpy.ndarray]] | None) -> list[_Variant]:
+def _variants(model: ModelProto, calibration: list[dict[str, numpy.ndarray]] | None) -> list[_Variant]:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry
 
     present = {node.op_type for node in model.graph.node}
 
-    def by_type(op_types) -> list[str]:
+    def by_type(op_types: Iterable[str]) -> list[str]:
         return [node.name for node in model.graph.node if node.op_type in op_types]
 
-    def dynamic(op_types, nodes):
-        def build(source, target):
+    def dynamic(op_types: Iterable[str], nodes: Iterable[str]) -> Callable[[str, str], None]:
+        def build(source: str, target: str) -> None:
             quantize_dynamic(source, target, op_types_to_quantize=list(op_types), nodes_to_quantize=list(nodes),
                              per_channel=True, weight_type=QuantType.QInt8)
         return build
 
-    def static(op_types, nodes):
-        def build(source, target):
+    def static(op_types: Iterable[str], nodes: Iterable[str]) -> Callable[[str, str], None]:
+        def build(source: str, target: str) -> None:
             quantize_static(source, target, _Reader(calibration or []), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=list(op_types), nodes_to_quantize=list(nodes), per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
@@ -250,7 +256,8 @@ def _variants(model, calibration: list[dict[str, numpy.ndarray]] | None) -> list
         found.append(_Variant("static-all", "static QDQ calibrated on the features, every op type: "
                               + ", ".join(static_types), by_type(static_types),
                               static(static_types, by_type(static_types))))
-    unique, seen = [], []
+    unique: list[_Variant] = []
+    seen: list[tuple[str, frozenset[str]]] = []
     for variant in found:  # the same nodes the same way: measured once, under the first name
         key = (variant.name.split("-")[0], frozenset(variant.nodes))
         if variant.nodes and key not in seen:
@@ -273,7 +280,7 @@ class _Reader:
 
 
 @contextlib.contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
     """ONNX Runtime's quantizer advises on the root logger and its calibration sessions warn on
     stderr (unused initializers: the cut bias); the report says what matters, so mute both here."""
     import onnxruntime
@@ -290,7 +297,8 @@ def _quiet():
 
 # -- measuring ----------------------------------------------------------------------------
 
-def _sample(sample_features: str | None, input_dim: int | None):
+def _sample(sample_features: str | None, input_dim: int | None) \
+        -> tuple[list[numpy.ndarray], str, list[numpy.ndarray] | None, str | None]:
     """(evaluation segments, described, calibration segments or None, calibration described)."""
     if not sample_features:
         if input_dim is None:
@@ -317,7 +325,7 @@ def _sample(sample_features: str | None, input_dim: int | None):
     return evaluation, sample_features, evaluation, f"the same frames of {sample_features} (it has no more)"
 
 
-def _scores(engine, segments) -> numpy.ndarray:
+def _scores(engine: OnnxEngine, segments: Iterable[numpy.ndarray]) -> numpy.ndarray:
     from sprintiface.scores import neg_log_scores
 
     return numpy.concatenate([neg_log_scores(engine.forward(frames), engine.kind, engine.logit_bias)
@@ -333,7 +341,7 @@ def _timing_segments(segments: list[numpy.ndarray]) -> list[numpy.ndarray]:
     return chosen
 
 
-def _time(engines, segments, cycles: int) -> list[list[float]]:
+def _time(engines: Sequence[OnnxEngine], segments: Sequence[numpy.ndarray], cycles: int) -> list[list[float]]:
     """CPU seconds of this thread for one pass over ``segments`` per engine, ``cycles`` times,
     interleaved. With one intra-op thread ONNX Runtime computes on the calling thread, so
     this is the job's compute; wall time on a busy node measures the scheduler instead (a
@@ -349,7 +357,8 @@ def _time(engines, segments, cycles: int) -> list[list[float]]:
 
 
 def measure(float_path: str, variants: list[tuple[str, str]], segments: list[numpy.ndarray], *,
-            cycles: int = CYCLES_PER_ROUND, max_rounds: int = MAX_ROUNDS):
+            cycles: int = CYCLES_PER_ROUND, max_rounds: int = MAX_ROUNDS) \
+        -> tuple[float, dict[str, tuple[float, list[float]]], int, bool, float]:
     """Speed of each ``(name, path)`` against the model at ``float_path`` on ``segments``:
     ``(float seconds per pass, {name: (seconds per pass, [speed-up per round])}, rounds, stable, noise)``.
     Rounds of ``cycles`` interleaved passes are measured until the last two agree within
@@ -372,14 +381,15 @@ def measure(float_path: str, variants: list[tuple[str, str]], segments: list[num
                 break
     everything = [[s for r in rounds for s in r[i]] for i in range(len(engines))]
     float_seconds = statistics.median(everything[0])
-    results = {}
+    results: dict[str, tuple[float, list[float]]] = {}
     for index, (name, _) in enumerate(variants, start=1):
         per_round = [statistics.median(r[0]) / statistics.median(r[index]) for r in rounds]
         results[name] = (statistics.median(everything[index]), per_round)
     return float_seconds, results, len(rounds), noise <= STABLE_WITHIN, (0.0 if noise == float("inf") else noise)
 
 
-def _choose(results: list[VariantResult], min_speedup: float, min_agreement: float, keep_slower: bool):
+def _choose(results: list[VariantResult], min_speedup: float, min_agreement: float,
+            keep_slower: bool) -> tuple[str | None, str]:
     """(the chosen variant's name or None, the decision in one sentence): the selection rule."""
     measured = [(r.name, r.speedup, r.top1_agreement) for r in results
                 if r.speedup is not None and r.top1_agreement is not None and r.same_as is None]
@@ -404,10 +414,12 @@ def _choose(results: list[VariantResult], min_speedup: float, min_agreement: flo
                   f"(--keep-slower writes the best variant anyway)")
 
 
-def quantize(onnx, model, metadata: dict[str, str], work: str, sample_features: str | None, *,
+def quantize(onnx: ModuleType, model: ModelProto, metadata: dict[str, str], work: str, sample_features: str | None, *,
              min_speedup: float = MIN_SPEEDUP, min_agreement: float = MIN_AGREEMENT, keep_slower: bool = False,
-             set_metadata: Callable, save: Callable, variants: Sequence[str] | None = None,
-             cycles: int = CYCLES_PER_ROUND, max_rounds: int = MAX_ROUNDS):
+             set_metadata: Callable[[ModelProto, dict[str, str]], None],
+             save: Callable[[ModuleType, ModelProto, str], None], variants: Sequence[str] | None = None,
+             cycles: int = CYCLES_PER_ROUND, max_rounds: int = MAX_ROUNDS) \
+        -> tuple[ModelProto | None, QuantizationReport]:
     """Measure the int8 variants of ``model`` (float32, prepared: its plan in ``metadata``) in the
     scratch folder ``work`` on ``sample_features`` (random normal frames when None) and choose one
     (see the module docstring). Returns ``(the chosen int8 model or None, QuantizationReport)``;
@@ -435,7 +447,7 @@ def quantize(onnx, model, metadata: dict[str, str], work: str, sample_features: 
     expected = _scores(reference, segments)
     results: list[VariantResult] = []
     built: list[tuple[str, str]] = []
-    outcomes: dict[tuple[str, frozenset], str] = {}
+    outcomes: dict[tuple[str, frozenset[str]], str] = {}
     for variant in _variants(named, calibration):
         if variants is not None and variant.name not in variants:
             continue

@@ -20,7 +20,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any, Callable, Optional
 
 from sprintiface import onnx_proto
 from sprintiface.errors import ModelError
@@ -30,10 +31,15 @@ _PAGE = 4096
 #: Bytes copied per read while copying or hashing weights.
 _CHUNK = 1 << 22
 
+#: A model, graph or tensor of either ONNX API: sprintiface.onnx_proto's or the onnx package's
+#: (duck-typed alike; onnx is not installed where the core runs, nor in the lint venv).
+Proto = Any
 
-def _graphs(graph) -> list:
+
+def _graphs(graph: Proto) -> list[Proto]:
     """``graph`` and the bodies of its control-flow nodes, at any depth."""
-    found, pending = [], [graph]
+    found: list[Proto] = []
+    pending = [graph]
     while pending:
         current = pending.pop()
         found.append(current)
@@ -51,7 +57,7 @@ class Weight:
 
     __slots__ = ("inline", "length", "offset", "source", "tensor")
 
-    def __init__(self, tensor, source: str, offset: int, length: int, inline: bool = False):
+    def __init__(self, tensor: Proto, source: str, offset: int, length: int, inline: bool = False) -> None:
         self.tensor, self.source, self.offset, self.length, self.inline = tensor, source, offset, length, inline
 
     def point_to(self, location: str, offset: int) -> None:
@@ -67,7 +73,7 @@ class Weight:
             tensor.external_data.add(key=key, value=value)
 
 
-def external_weights(model, path: str) -> list:
+def external_weights(model: Proto, path: str) -> list[Weight]:
     """The initializers of ``model`` whose bytes are in a file, as :class:`Weight`: the
     external-data references (into the user's data files), at any depth, and, of a
     :mod:`sprintiface.onnx_proto` model loaded from ``path``, the main graph's raw-data
@@ -75,7 +81,7 @@ def external_weights(model, path: str) -> list:
     smaller ones stay in the graph, where ONNX Runtime's shape inference reads them).
     A reference outside the model's directory or past a file's end is a ModelError naming both."""
     directory = os.path.dirname(os.path.realpath(path))
-    weights = []
+    weights: list[Weight] = []
     model_file = getattr(model, "path", None)  # onnx_proto's ModelProto: the file it reads
     if model_file is not None:
         for tensor in model.graph.initializer:
@@ -110,17 +116,17 @@ def external_weights(model, path: str) -> list:
 class _Sources:
     """The files weights are copied from, each opened once for ``pread`` and closed at the end."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._handles: dict[str, int] = {}
 
-    def __enter__(self):
+    def __enter__(self) -> _Sources:
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         for handle in self._handles.values():
             os.close(handle)
 
-    def chunks(self, weight: Weight):
+    def chunks(self, weight: Weight) -> Iterator[bytes]:
         """The bytes of ``weight``, in pieces of at most _CHUNK (read privately, never mapped)."""
         handle = self._handles.get(weight.source)
         if handle is None:
@@ -178,7 +184,7 @@ def _own_directory(path: str) -> str:
     return path
 
 
-def copy_privately(weights, work: str) -> None:
+def copy_privately(weights: list[Weight], work: str) -> None:
     """Copy each weight into a file of its own in ``work`` and point the tensor there.
 
     One file per tensor: ONNX Runtime maps each, packs what it packs into its own
@@ -200,9 +206,10 @@ def copy_privately(weights, work: str) -> None:
             weight.point_to(name, 0)
 
 
-def _layout(weights) -> list:
+def _layout(weights: list[Weight]) -> list[int]:
     """Offsets of the weights in one file, each at a page (so ONNX Runtime can map it)."""
-    offsets, position = [], 0
+    offsets: list[int] = []
+    position = 0
     for weight in weights:
         position += (-position) % _PAGE
         offsets.append(position)
@@ -210,7 +217,8 @@ def _layout(weights) -> list:
     return offsets
 
 
-def _hash_weights(weights, offsets, sources, write=None) -> str:
+def _hash_weights(weights: list[Weight], offsets: list[int], sources: _Sources,
+                  write: Optional[Callable[[int, bytes], object]] = None) -> str:
     """SHA-256 of the file the weights make laid out at ``offsets`` (zeros between);
     with ``write(position, bytes)``, the bytes are written too, in the same pass."""
     import hashlib
@@ -227,7 +235,7 @@ def _hash_weights(weights, offsets, sources, write=None) -> str:
     return digest.hexdigest()
 
 
-def cached_weights(weights, path: str) -> str:
+def cached_weights(weights: list[Weight], path: str) -> str:
     """The node's content-addressed, read-only copy of the weights (see docs/cluster.md),
     made when missing; points the tensors there and returns its folder.
 

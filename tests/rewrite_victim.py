@@ -14,7 +14,7 @@ import numpy
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from conftest import rasr_scorer, score_segment  # noqa: E402
+from conftest import rasr_scorer, score_segment
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ Each job is a real process (tests/rewrite_victim.py) so that a SIGBUS shows as i
 signal exit; the new content is a different model of the same shape, so that a mix
 of two models would show in the scores.
 """
+import contextlib
 import os
 import shutil
 import stat
@@ -68,10 +69,8 @@ class Victim:
             mapped = {line.split(None, 5)[5].strip() for line in maps if len(line.split(None, 5)) == 6}
         opened = set()
         for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
+            with contextlib.suppress(OSError):  # closed meanwhile
                 opened.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
-            except OSError:
-                pass
         return mapped, opened
 
     def close(self):

@@ -41,7 +41,7 @@ WITHOUT_ONNX = textwrap.dedent("""
 def test_prepared_model_scores_without_onnx(tmp_path, write_model, form, builder, capsys):
     source = write_model(builder(12, 30, seed=4))
     prepared = str(tmp_path / "am.prepared.onnx")
-    assert main(["prepare", source, "-o", prepared] + form) == 0
+    assert main(["prepare", source, "-o", prepared, *form]) == 0
     out = capsys.readouterr().out
     assert "serves" in out and ("pre-packed" in out) == (form == [])
     x = features(41, 12)
@@ -94,7 +94,7 @@ def test_prepared_plan_wins_over_config_and_damage_is_named(tmp_path, mlp_path):
         rasr_scorer(f"onnx:{prepared},output_kind:logits", 12, 30)
     assert "sprintiface.plan" in read_metadata(prepared)
     append_metadata(prepared, {"sprintiface.plan": "{not json"})  # the later entry wins
-    with pytest.raises(ModelError, match="metadata is damaged.*prepare it again"):
+    with pytest.raises(ModelError, match=r"metadata is damaged.*prepare it again"):
         rasr_scorer(f"onnx:{prepared}", 12, 30)
 
 
@@ -233,7 +233,7 @@ def test_a_killed_prepare_leaves_scratch_that_the_next_removes(tmp_path, mlp_pat
     dead_scratch = scratch()
     assert len(dead_scratch) == 1 and os.listdir(tmp_path / dead_scratch[0])  # with what it wrote
     killed.kill()
-    killed.communicate()  # reaps it and closes its pipes
+    killed.communicate(timeout=60)  # reaped and its pipes closed (an unclosed one is a ResourceWarning: an error)
     live = _prepare_process(mlp_path, out, pause="scratch-written")
     live_scratch = [name for name in scratch() if name not in dead_scratch]
     assert len(live_scratch) == 1
