@@ -106,7 +106,8 @@ class ReferenceScorer:
                 feeds[info.name] = frames[None] if len(info.shape) == 3 else frames
             else:
                 dtype = numpy.int64 if info.type == "tensor(int64)" else numpy.int32
-                feeds[info.name] = numpy.array([frames.shape[0]], dtype=dtype)
+                length = frames.shape[0]  # every integer input: the models here take T there, [B] or []
+                feeds[info.name] = numpy.array([length] if len(info.shape) == 1 else length, dtype=dtype)
         output = self.session.run([self.session.get_outputs()[0].name], feeds)[0]
         return output[0] if output.ndim == 3 else output
 

@@ -18,14 +18,13 @@ import io
 import itertools
 
 import numpy
-import onnxruntime
 import pytest
 from conftest import rasr_scorer, score_segment
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
 from onnx_models import build_head, save_model
-from scorer_reference import ATOL, RTOL
+from scorer_reference import ATOL, RTOL, ReferenceScorer
 
 from sprintiface import ModelError
 from sprintiface.cli import main
@@ -74,23 +73,6 @@ def heads(draw):
     refused = extra in ("other", "two lengths", "length and other")
     told = "speaker_id" if extra == "other, told" else None
     return head, kind, float16, refused, told
-
-
-def slow_twin(path, frames, kind):
-    """The uncut model, a bare session, every integer input fed T: float64 (T, C) -log scores."""
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    feeds = {}
-    for info in session.get_inputs():
-        if info.type == "tensor(float)":
-            feeds[info.name] = frames[None] if len(info.shape) == 3 else frames
-        else:
-            dtype = numpy.int64 if info.type == "tensor(int64)" else numpy.int32
-            feeds[info.name] = numpy.array([len(frames)] if len(info.shape) == 1 else len(frames), dtype=dtype)
-    output = session.run([session.get_outputs()[0].name], feeds)[0].astype(numpy.float64)
-    output = output[0] if output.ndim == 3 else output
-    with numpy.errstate(divide="ignore"):
-        return {"probs": lambda: -numpy.log(numpy.maximum(output, FLT_MIN)), "log_probs": lambda: -output,
-                "scores": lambda: output}[kind]()
 
 
 def logit_sizes(model, frames):
@@ -163,4 +145,4 @@ def test_the_cut_scores_as_the_uncut_model(directory, case, num_frames, frames_s
     assert engine.kind == "logits"
     assert (engine.interface.length_input is None) == (not head["extra_inputs"])
     got = score_segment(scorer, frames)
-    assert_like_the_twin(got, slow_twin(path, frames, kind), logit_sizes(model, frames), float16)
+    assert_like_the_twin(got, ReferenceScorer(path, kind).scores(frames), logit_sizes(model, frames), float16)

@@ -9,6 +9,7 @@ import onnxruntime
 import pytest
 from conftest import features, rasr_scorer, score_segment
 from onnx_models import build_blstm, build_head
+from scorer_reference import ReferenceScorer
 
 from sprintiface import ModelError
 from sprintiface.cli import main
@@ -16,7 +17,6 @@ from sprintiface.onnx_proto import append_metadata, read_metadata
 from sprintiface.plan import PLAN_KEY, PLAN_VERSION
 from sprintiface.prepare import prepare_model
 
-F32_TINY = float(numpy.finfo(numpy.float32).tiny)
 # Weights of 1 KB and more: the shareable prepared form puts them in its weights file.
 F, C = 40, 7
 
@@ -37,23 +37,6 @@ def refused_everywhere(path, tmp_path, capsys, config=""):
     return str(scorer_error.value)
 
 
-def bare_scores(path, frames, kind, lengths=None):
-    """The uncut model through a bare InferenceSession, then the documented transform: float64 (T, C)."""
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    feeds = {}
-    for info in session.get_inputs():
-        if info.type == "tensor(float)":
-            feeds[info.name] = frames[None] if len(info.shape) == 3 else frames
-        else:
-            value = frames.shape[0] if lengths is None else lengths[info.name]
-            feeds[info.name] = numpy.array([value] if len(info.shape) == 1 else value,
-                                           dtype=numpy.int64 if info.type == "tensor(int64)" else numpy.int32)
-    output = session.run([session.get_outputs()[0].name], feeds)[0].astype(numpy.float64)
-    output = output[0] if output.ndim == 3 else output
-    return {"probs": lambda: -numpy.log(numpy.maximum(output, F32_TINY)), "log_probs": lambda: -output,
-            "scores": lambda: output}[kind]()
-
-
 # -- the length input -----------------------------------------------------------
 
 def test_an_integer_input_that_is_not_a_length_is_refused(write_model, tmp_path, capsys):
@@ -68,13 +51,14 @@ def test_length_name_takes_any_integer_input(write_model, tmp_path):
     path = write_model(build_head(F, C, extra_inputs=[("speaker_id", "int64", ["B"])]))
     x = features(11, F)
     scorer = rasr_scorer(f"onnx:{path},length_name:speaker_id,log_level:warning", F, C)
-    numpy.testing.assert_allclose(score_segment(scorer, x), bare_scores(path, x, "log_probs"), rtol=2e-5, atol=2e-5)
+    numpy.testing.assert_allclose(score_segment(scorer, x), ReferenceScorer(path, "log_probs").scores(x),
+                                  rtol=2e-5, atol=2e-5)
     prepared = str(tmp_path / "prepared.onnx")
     interface = prepare_model(path, prepared, length_name="speaker_id").interface
     assert interface.length_input.name == "speaker_id"
     assert main(["check-model", prepared, "--input-dim", str(F), "--output-dim", str(C)]) == 0
     numpy.testing.assert_allclose(score_segment(rasr_scorer(f"onnx:{prepared},log_level:warning", F, C), x),
-                                  bare_scores(path, x, "log_probs"), rtol=2e-5, atol=2e-5)
+                                  ReferenceScorer(path, "log_probs").scores(x), rtol=2e-5, atol=2e-5)
 
 
 @pytest.mark.parametrize("name", ["data:size1", "audio_features:size1", "features-size", "lengths", "seq_len",
@@ -86,7 +70,8 @@ def test_the_names_exporters_give_lengths_are_fed_t(write_model, name, dtype, sh
     scorer = rasr_scorer(f"onnx:{path},log_level:warning", F, C)
     assert scorer.engine.interface.length_input.name == name
     x = features(9, F)
-    numpy.testing.assert_allclose(score_segment(scorer, x), bare_scores(path, x, "log_probs"), rtol=2e-5, atol=2e-5)
+    numpy.testing.assert_allclose(score_segment(scorer, x), ReferenceScorer(path, "log_probs").scores(x),
+                                  rtol=2e-5, atol=2e-5)
     # the length reaches the model as T: the model passes it through to an output of its own
     session = scorer.engine.session
     (length,) = session.run([f"{name}:out"], scorer.engine._feeds(x))
@@ -138,7 +123,7 @@ def test_blstm_lengths_are_its_sequence_lens(write_model):
         path = write_model(build_blstm(F, C, hidden=3, length_name=name, length_type="int64", output_kind="log_probs"))
         x = features(13, F)
         numpy.testing.assert_allclose(score_segment(rasr_scorer(f"onnx:{path},log_level:warning", F, C), x),
-                                      bare_scores(path, x, "log_probs"), rtol=2e-5, atol=2e-5)
+                                      ReferenceScorer(path, "log_probs").scores(x), rtol=2e-5, atol=2e-5)
 
 
 # -- float16, double and bfloat16 heads ------------------------------------------
@@ -163,7 +148,7 @@ def assert_within_float16(got, expected, what=""):
 def test_a_float16_or_double_head_scores_as_the_bare_model(write_model, tmp_path, capsys, head, head_type):
     path = write_model(build_head(F, 17, head_type=head_type, scale=8.0, seed=3, **head))
     x = features(23, F, seed=5)
-    expected = bare_scores(path, x, KIND[head["normaliser"]])
+    expected = ReferenceScorer(path, KIND[head["normaliser"]]).scores(x)
     check = assert_within_float16 if head_type == "float16" else \
         (lambda got, want, what: numpy.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5, err_msg=what))
     scorer = rasr_scorer(f"onnx:{path},log_level:warning", F, 17)
@@ -185,11 +170,11 @@ def test_float16_softmax_that_underflows_gets_the_score_of_its_logits(write_mode
     path = write_model(build_head(4, 33, head_type="float16", normaliser="Softmax", scale=30.0, seed=1))
     x = features(40, 4, seed=2)
     got = score_segment(rasr_scorer(f"onnx:{path},log_level:warning", 4, 33), x)
-    expected = bare_scores(path, x, "probs")
+    expected = ReferenceScorer(path, "probs").scores(x)
     assert_within_float16(got, expected, "scorer")
     assert (expected >= 87.3).any() and (got > 90).any() and numpy.isfinite(got).all()
-    log_softmax = bare_scores(write_model(build_head(4, 33, head_type="float16", scale=30.0, seed=1)), x,
-                              "log_probs")
+    float16_head = write_model(build_head(4, 33, head_type="float16", scale=30.0, seed=1))
+    log_softmax = ReferenceScorer(float16_head, "log_probs").scores(x)
     numpy.testing.assert_allclose(got, log_softmax, rtol=8 * FP16_EPS, atol=8 * FP16_EPS)
 
 
@@ -212,7 +197,7 @@ def test_a_bfloat16_softmax_of_float32_logits_is_cut(write_model):
     scorer = rasr_scorer(f"onnx:{path},log_level:warning", 4, 5)
     assert scorer.engine.kind == "logits" and scorer.engine.logit_bias is not None
     reference = write_model(build_head())  # the same weights, all float32
-    numpy.testing.assert_allclose(score_segment(scorer, x), bare_scores(reference, x, "log_probs"),
+    numpy.testing.assert_allclose(score_segment(scorer, x), ReferenceScorer(reference, "log_probs").scores(x),
                                   rtol=2e-5, atol=2e-5)
 
 
@@ -244,4 +229,4 @@ def test_a_version_1_plan_with_a_length_by_name_still_loads(write_model, tmp_pat
     as_plan_version_1(prepared)
     x = features(6, F)
     numpy.testing.assert_allclose(score_segment(rasr_scorer(f"onnx:{prepared},log_level:warning", F, C), x),
-                                  bare_scores(path, x, "log_probs"), rtol=2e-5, atol=2e-5)
+                                  ReferenceScorer(path, "log_probs").scores(x), rtol=2e-5, atol=2e-5)
