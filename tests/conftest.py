@@ -19,6 +19,12 @@ import sprintiface
 from onnx_models import build_blstm, build_mlp, save_model
 
 
+#: The working directory of the children tests start: outside the source tree, where
+#: `import sprintiface` would find the unbuilt source folder before the installed package
+#: (CI tests an installed wheel, not an in-place build).
+AWAY_FROM_SOURCE = os.path.dirname(os.path.abspath(os.sep))
+
+
 @pytest.fixture
 def write_model(tmp_path):
     """Write an ONNX model to a file in tmp_path; returns its path."""

@@ -3,14 +3,10 @@ import os
 
 import numpy
 import pytest
-from conftest import bare_run, features
+from conftest import AWAY_FROM_SOURCE, bare_run, features
 
 from sprintiface.cli import main
 from sprintiface.priors import load_prior
-
-#: Children run outside the source tree: there `import sprintiface` would find the unbuilt
-#: source folder first (the CI tests an installed wheel, not an in-place build).
-_AWAY_FROM_SOURCE = os.path.dirname(os.path.abspath(os.sep))
 
 
 @pytest.fixture
@@ -114,7 +110,7 @@ def run_cli(*argv, **environment):
 
     env = dict(os.environ, **environment)
     return subprocess.run([sys.executable, "-m", "sprintiface", *argv], capture_output=True, text=True,
-                          timeout=120, env=env, cwd=environment.get("TMPDIR", _AWAY_FROM_SOURCE))
+                          timeout=120, env=env, cwd=environment.get("TMPDIR", AWAY_FROM_SOURCE))
 
 
 def test_version(capsys):

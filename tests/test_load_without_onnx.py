@@ -16,16 +16,12 @@ import numpy
 import onnx
 import onnxruntime
 import pytest
-from conftest import features
+from conftest import AWAY_FROM_SOURCE, features
 from onnx_models import build_blstm, build_head, build_mlp, save_model
 
 from sprintiface import graph
 from sprintiface.engine import _share_in_place, session_options
 from sprintiface.scores import neg_log_scores
-
-#: Children run outside the source tree: there `import sprintiface` would find the unbuilt
-#: source folder first (the CI tests an installed wheel, not an in-place build).
-_AWAY_FROM_SOURCE = os.path.dirname(os.path.abspath(os.sep))
 
 INPUT_DIM, CLASSES, FRAMES = 12, 30, 37
 
@@ -128,7 +124,7 @@ def _load_without_onnx(tmp_path, models, x, share_weights=False, old_onnxruntime
                           models.items()]}
     env = dict(os.environ, SPRINTIFACE_CACHE_DIR=str(tmp_path / "cache"))
     result = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(request)], capture_output=True, text=True,
-                            cwd=_AWAY_FROM_SOURCE,
+                            cwd=AWAY_FROM_SOURCE,
                             timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return {name: numpy.load(out / f"{name}.npz") for name in models}, result.stdout
@@ -169,7 +165,7 @@ def test_a_model_onnx_proto_cannot_read_is_a_model_error_naming_it(tmp_path):
             "from sprintiface.config import load_config\nfrom sprintiface.engine import OnnxEngine\n"
             f"OnnxEngine.from_config(load_config(None, onnx={str(path)!r}))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            cwd=_AWAY_FROM_SOURCE)
+                            cwd=AWAY_FROM_SOURCE)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("sprintiface.errors.ModelError") and "broken.onnx" in last and "protobuf" in last, last

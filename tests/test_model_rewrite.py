@@ -16,17 +16,13 @@ import sys
 import numpy
 import onnxruntime
 import pytest
-from conftest import bare_run, features, make_engine
+from conftest import AWAY_FROM_SOURCE, bare_run, features, make_engine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx_models import build_blstm, build_mlp, save_model
 
 from sprintiface.cli import main
 from sprintiface.engine import session_options
-
-#: Children run outside the source tree: there `import sprintiface` would find the unbuilt
-#: source folder first (the CI tests an installed wheel, not an in-place build).
-_AWAY_FROM_SOURCE = os.path.dirname(os.path.abspath(os.sep))
 
 VICTIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rewrite_victim.py")
 INPUT_DIM, OUTPUT_DIM = 12, 30
@@ -244,7 +240,7 @@ def test_a_load_leaves_no_copy_behind_and_cleans_a_dead_ones(tmp_path, write_mod
             "from sprintiface.engine import OnnxEngine\n"
             f"OnnxEngine({path!r})\n")
     killed = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              cwd=_AWAY_FROM_SOURCE)
+                              cwd=AWAY_FROM_SOURCE)
     killed.communicate(timeout=120)
     assert killed.returncode == -9
     left = [name for name in set(os.listdir(root)) - before if f".{killed.pid}." in name]

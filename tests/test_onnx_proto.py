@@ -20,7 +20,7 @@ import numpy
 import onnx
 import onnxruntime
 import pytest
-from conftest import build_blstm, build_mlp, save_model
+from conftest import AWAY_FROM_SOURCE, build_blstm, build_mlp, save_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -28,10 +28,6 @@ from onnx import TensorProto, helper, numpy_helper
 from sprintiface import graph, onnx_proto
 from sprintiface.errors import ModelError
 from sprintiface.prepare import _set_metadata
-
-#: Children run outside the source tree: there `import sprintiface` would find the unbuilt
-#: source folder first (the CI tests an installed wheel, not an in-place build).
-_AWAY_FROM_SOURCE = os.path.dirname(os.path.abspath(os.sep))
 
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
 
@@ -533,7 +529,7 @@ assert "ml_dtypes" not in sys.modules and "google.protobuf" not in sys.modules
 print(interface.served_output)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            cwd=_AWAY_FROM_SOURCE)
+                            cwd=AWAY_FROM_SOURCE)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "output"
 
@@ -550,7 +546,7 @@ with onnx_proto.load({path!r}) as model:
 print(interface.served_kind, interface.logit_bias is not None, [n.op_type for n in model.graph.node])
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            cwd=_AWAY_FROM_SOURCE)
+                            cwd=AWAY_FROM_SOURCE)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split(None, 2)[:2] == ["logits", "True"] and "Softmax" not in result.stdout
 

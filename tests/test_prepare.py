@@ -9,16 +9,12 @@ import textwrap
 
 import numpy
 import pytest
-from conftest import bare_run, features, make_engine, rasr_scorer, score_segment
+from conftest import AWAY_FROM_SOURCE, bare_run, features, make_engine, rasr_scorer, score_segment
 from onnx_models import build_blstm, build_mlp
 
 from sprintiface import ModelError
 from sprintiface.cli import main
 from sprintiface.onnx_proto import append_metadata, read_metadata
-
-#: Children run outside the source tree: there `import sprintiface` would find the unbuilt
-#: source folder first (the CI tests an installed wheel, not an in-place build).
-_AWAY_FROM_SOURCE = os.path.dirname(os.path.abspath(os.sep))
 
 WITHOUT_ONNX = textwrap.dedent("""
     import sys, numpy
@@ -141,7 +137,7 @@ def _prepare_process(source, output, pause=None):
         env["SPRINTIFACE_PREPARE_PAUSE"] = pause
     process = subprocess.Popen([sys.executable, "-m", "sprintiface", "prepare", source, "-o", output],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                               cwd=_AWAY_FROM_SOURCE)
+                               cwd=AWAY_FROM_SOURCE)
     if pause:
         _wait_for(process, lambda: _state(process.pid) == "T", f"prepare to stop at {pause}")
     return process
@@ -249,7 +245,7 @@ def test_prepared_files_are_not_writable_by_others_whatever_the_umask(tmp_path, 
     code = ("import os, sys\nos.umask(0)\nfrom sprintiface.cli import main\n"
             f"sys.exit(main(['prepare', {mlp_path!r}, '-o', {out!r}]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            cwd=_AWAY_FROM_SOURCE)
+                            cwd=AWAY_FROM_SOURCE)
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o644
     assert stat.S_IMODE(os.stat(tmp_path / _weights_of(out)).st_mode) == 0o444
