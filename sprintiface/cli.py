@@ -314,6 +314,15 @@ def _output_kind_option(parser: argparse.ArgumentParser) -> None:
                              "node that makes it")
 
 
+def _prior_space_option(parser: argparse.ArgumentParser) -> None:
+    from sprintiface.config import OPTIONS
+
+    option = OPTIONS["prior_space"]
+    parser.add_argument("--prior-space", choices=option.choices,
+                        help=f"what --prior holds: log p(s) or p(s) (config key prior_space; default: "
+                             f"{option.default}; with --prior only)")
+
+
 def _add_demo(commands: _Commands[argparse.ArgumentParser]) -> None:
     demo = _command(commands, "demo", "replay RASR's calls on the model shipped in the package",
                     "Without options: the feature scorer's calls on synthetic segments, with the real-time "
@@ -346,8 +355,7 @@ def _add_check_model(commands: _Commands[argparse.ArgumentParser]) -> None:
     check.add_argument("--output-dim", type=int, help="RASR's python-feature-scorer-output-dimension, checked "
                                                       "against the model (default: the model's)")
     check.add_argument("--prior", help="prior file, checked for the model's number of classes")
-    check.add_argument("--prior-space", choices=("log", "prob"), help="what --prior holds: log p(s) or p(s) "
-                                                                      "(default: log; with --prior only)")
+    _prior_space_option(check)
     _output_kind_option(check)
     check.set_defaults(run=_check_model, check=_needs_prior)
 
@@ -363,8 +371,7 @@ def _add_score(commands: _Commands[argparse.ArgumentParser]) -> None:
                                               "one segment (default: <features>.scores.npz)")
     score.add_argument("--prior", help="prior file (config key prior_file)")
     score.add_argument("--prior-scale", type=float, help="scale of the prior (default: 1.0; with --prior only)")
-    score.add_argument("--prior-space", choices=("log", "prob"), help="what --prior holds: log p(s) or p(s) "
-                                                                      "(default: log; with --prior only)")
+    _prior_space_option(score)
     score.add_argument("--buffer-size", type=int, default=-1,
                        help="what get_feature_buffer_size() reports (config key buffer_size): -1 scores whole "
                             "segments, which every RASR program can use; N > 0 sends each segment in buffers of N "
