@@ -16,8 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import types
-from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 from collections.abc import Mapping
 
 from sprintiface._checks import checked_int
@@ -101,8 +100,7 @@ def _to_seq_ordering(value: Any) -> str:
     raise ValueError("expected default, random, sorted, sorted_reverse or laplace:N with N > 0")
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     """One config key: how its value is parsed and what it means."""
 
     name: str
@@ -302,7 +300,6 @@ def read_config_file(path: str) -> dict[str, Any]:
     return values
 
 
-@dataclass(frozen=True)
 class Config:
     """Parsed, typed options with defaults filled in; read as ``config.key`` (typed) or
     ``config["key"]`` (a key named at run time).
@@ -313,6 +310,10 @@ class Config:
     here stops the import: see the check below the class). ``given`` holds the
     keys that were set explicitly (in pymod-config or the TOML file), ``raw``
     the pymod-config items as strings (RETURNN's ``sprint_opts``).
+
+    Frozen: setting an attribute is an AttributeError. Two configs are equal when every
+    key's value is. (A plain class, not a dataclass: generating a dataclass of this many
+    fields cost every cold RASR job ~6 ms of CPU.)
     """
 
     action: Optional[str]
@@ -350,8 +351,34 @@ class Config:
     partition_epoch: int
     num_epochs: int
     start_epoch: Optional[int]
-    given: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
-    raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    given: frozenset[str]
+    raw: Mapping[str, str]
+
+    def __init__(self, *, given: frozenset[str] = frozenset(), raw: Optional[Mapping[str, str]] = None,
+                 **values: Any) -> None:
+        missing = [name for name in OPTIONS if name not in values]
+        unknown = [name for name in values if name not in OPTIONS]
+        if missing or unknown:
+            raise TypeError(f"Config() needs exactly the keys of OPTIONS: missing {missing}, unknown {unknown}")
+        state = self.__dict__
+        for name in OPTIONS:
+            state[name] = values[name]
+        state["given"], state["raw"] = given, {} if raw is None else raw
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Config is frozen: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Config is frozen: cannot delete {name!r}")
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(self.__dict__[name] for name in OPTIONS)
+
+    def __eq__(self, other: object) -> bool:
+        return self._values() == other._values() if isinstance(other, Config) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._values())
 
     def __getitem__(self, key: str) -> Any:
         if key not in OPTIONS:
@@ -366,7 +393,7 @@ class Config:
 def _check_fields_are_the_options() -> None:
     # A key added to OPTIONS needs its field in Config (name and type): said at import,
     # in every test run, rather than as an AttributeError in a RASR job.
-    names = [item.name for item in fields(Config) if item.name not in ("given", "raw")]
+    names = [name for name in Config.__annotations__ if name not in ("given", "raw")]
     if names != list(OPTIONS):
         missing = [name for name in OPTIONS if name not in names]
         extra = [name for name in names if name not in OPTIONS]

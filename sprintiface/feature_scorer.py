@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Union
 
 import numpy
-import numpy.typing
 
 from sprintiface._buffer import FrameBuffer
 from sprintiface._checks import checked_int
@@ -35,6 +34,7 @@ from sprintiface.log import SCORER_SEGMENT_LEVEL, configure_logging, logger
 from sprintiface.priors import load_prior
 
 if TYPE_CHECKING:
+    import numpy.typing
     from sprintiface.dataset import InMemoryDataset
 
 

@@ -32,8 +32,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
-from typing import Callable, Optional, Protocol, Union
+from typing import Callable, NamedTuple, Optional, Protocol, Union
 
 import numpy
 
@@ -367,8 +366,7 @@ def _through_casts(graph: _Graph, name: str) -> tuple[Optional[_Node], list[_Nod
     return node, walked
 
 
-@dataclass(frozen=True)
-class _Normalisation:
+class _Normalisation(NamedTuple):
     """A final softmax: what the output holds, the Softmax/LogSoftmax node, and the nodes
     from it to the output (output end first) that the cut removes."""
 
@@ -540,7 +538,7 @@ def cut_normalisation(model: Model, interface: ModelInterface) -> ModelInterface
         if value_info.name == output.name:
             value_info.name = logits
             value_info.type.tensor_type.elem_type = FLOAT32
-    return replace(interface, served_output=logits, served_kind="logits", logit_bias=logit_bias)
+    return interface._replace(served_output=logits, served_kind="logits", logit_bias=logit_bias)
 
 
 def _make_dims_symbolic(shape: _Shape, names: Callable[[int], str]) -> None:

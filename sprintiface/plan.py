@@ -10,10 +10,7 @@ model loads with onnxruntime and numpy alone (:func:`interface_from_metadata`).
 """
 from __future__ import annotations
 
-import base64
-import json
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy
 
@@ -45,8 +42,7 @@ def looks_like_length(name: str) -> bool:
         not any(word in lowered for word in NOT_LENGTH_WORDS)
 
 
-@dataclass(frozen=True)
-class TensorInfo:
+class TensorInfo(NamedTuple):
     """A graph input or output: name, element type (onnx.TensorProto enum value) and
     shape (per axis an int, a symbolic name, or None), or None for an unknown rank."""
 
@@ -65,8 +61,7 @@ class TensorInfo:
         return f"{self.name!r} {type_name} {shape}"
 
 
-@dataclass(frozen=True)
-class ModelInterface:
+class ModelInterface(NamedTuple):
     """How to feed a model and read it, and what its output holds.
 
     ``output_kind`` is what the model's own output holds; ``served_output`` and
@@ -105,6 +100,14 @@ PLAN_KEY = "sprintiface.plan"
 PLAN_VERSION = 2
 
 
+def _base64() -> Any:
+    # json and base64 are imported by the functions that read and write a plan: a plain
+    # model's job needs neither (a cold job's import is part of its cost).
+    import base64
+
+    return base64
+
+
 def _tensor_to_json(tensor: TensorInfo) -> dict[str, Any]:
     return {"name": tensor.name, "elem_type": tensor.elem_type,
             "shape": None if tensor.shape is None else list(tensor.shape)}
@@ -127,14 +130,18 @@ def interface_to_metadata(interface: ModelInterface) -> dict[str, str]:
         "output": interface.output.name, "output_op": interface.output_op, "output_kind": interface.output_kind,
         "served_output": interface.served_output, "served_kind": interface.served_kind,
         # float32, little-endian, base64: bit-exact
-        "logit_bias": None if bias is None else base64.b64encode(bias.astype("<f4").tobytes()).decode("ascii"),
+        "logit_bias": None if bias is None else _base64().b64encode(bias.astype("<f4").tobytes()).decode("ascii"),
         "input_dim": interface.input_dim, "output_dim": interface.output_dim,
     }
+    import json
+
     return {PLAN_KEY: json.dumps(plan, separators=(",", ":"))}
 
 
 def interface_from_metadata(metadata: dict[str, str], path: str) -> ModelInterface:
     """The ModelInterface a prepared model records (see :func:`interface_to_metadata`)."""
+    import json
+
     try:
         plan = json.loads(metadata[PLAN_KEY])
         if plan.get("version") not in (1, PLAN_VERSION):
@@ -155,7 +162,7 @@ def interface_from_metadata(metadata: dict[str, str], path: str) -> ModelInterfa
             length_input=by_name[plan["length_input"]] if plan["length_input"] else None,
             output=by_name[plan["output"]], output_op=plan["output_op"], output_kind=plan["output_kind"],
             served_output=plan["served_output"], served_kind=plan["served_kind"],
-            logit_bias=None if bias is None else numpy.frombuffer(base64.b64decode(bias), dtype="<f4").astype(
+            logit_bias=None if bias is None else numpy.frombuffer(_base64().b64decode(bias), dtype="<f4").astype(
                 numpy.float32),
             input_dim=plan["input_dim"], output_dim=plan["output_dim"])
     except ModelError:

@@ -18,15 +18,17 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy
-import numpy.typing
 
 from sprintiface.errors import PriorError
 
 if TYPE_CHECKING:
+    import numpy.typing
     from sprintiface.engine import OnnxEngine
 
-_XML_VECTOR = re.compile(r"<vector-f(?:32|64)\b([^>]*)>(.*?)</vector-f(?:32|64)\s*>", re.DOTALL)
-_XML_SIZE = re.compile(r"""size\s*=\s*["'](\d+)["']""")
+# Patterns, not compiled at import: a job without a prior file (or with a text one) never uses
+# them (re caches what it compiles).
+_XML_VECTOR = r"<vector-f(?:32|64)\b([^>]*)>(.*?)</vector-f(?:32|64)\s*>"
+_XML_SIZE = r"""size\s*=\s*["'](\d+)["']"""
 
 
 def _read_values(path: str) -> numpy.ndarray:
@@ -51,12 +53,12 @@ def _read_values(path: str) -> numpy.ndarray:
         return values
     stripped = text.lstrip()
     if stripped.startswith("<"):
-        match = _XML_VECTOR.search(text)
+        match = re.search(_XML_VECTOR, text, re.DOTALL)
         if match is None:
             raise PriorError(f"prior file {path!r}: XML without a <vector-f32 size=\"N\"> element")
         body = match.group(2)
         values = _parse_numbers(body, path)
-        size = _XML_SIZE.search(match.group(1))
+        size = re.search(_XML_SIZE, match.group(1))
         if size is not None and int(size.group(1)) != values.size:
             raise PriorError(
                 f"prior file {path!r}: <vector-f32 size=\"{size.group(1)}\"> holds {values.size} values")

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
-from sprintiface import onnx_proto
+from sprintiface import _files, onnx_proto
 from sprintiface.errors import ModelError
 
 #: Offsets of the weights in a file ONNX Runtime maps: multiples of a page.
@@ -145,7 +144,7 @@ def private_roots() -> Iterator[str]:
     tmpfs (/dev/shm), so that nothing goes to disk, then the temp folder. Each folder is
     made only when the caller asks for it: a load that fits in /dev/shm leaves nothing
     in the temp folder."""
-    for base in ("/dev/shm", tempfile.gettempdir()):
+    for base in ("/dev/shm", _files.temp_folder()):
         if os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
             try:
                 root = _own_directory(os.path.join(base, f"sprintiface-{os.getuid()}"))
@@ -168,7 +167,7 @@ def weights_cache_directory() -> str:
     if configured:
         return _own_directory(configured)
     base = "/var/tmp" if os.path.isdir("/var/tmp") and os.access("/var/tmp", os.W_OK | os.X_OK) \
-        else tempfile.gettempdir()
+        else _files.temp_folder()
     return _own_directory(os.path.join(base, f"sprintiface-{os.getuid()}"))
 
 

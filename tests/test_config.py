@@ -65,14 +65,12 @@ def test_every_option_is_documented():
 
 
 def test_config_fields_are_the_options_with_the_converters_types():
-    import dataclasses
     import typing
 
     from sprintiface.config import Config
 
     hints = typing.get_type_hints(Config)
-    names = [item.name for item in dataclasses.fields(Config)]
-    assert names == [*OPTIONS, "given", "raw"]
+    assert list(hints) == [*OPTIONS, "given", "raw"]
     for name, option in OPTIONS.items():
         produced = str if option.choices else typing.get_type_hints(option.convert)["return"]
         expected = typing.Optional[produced] if option.default is None else produced
@@ -80,11 +78,18 @@ def test_config_fields_are_the_options_with_the_converters_types():
 
 
 def test_config_is_frozen_and_reads_by_key():
-    import dataclasses
+    import copy
+    import pickle
 
     config = load_config("epoch:3")
     assert config["epoch"] == 3 == config.epoch
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError, match="frozen"):
         config.epoch = 4
+    with pytest.raises(AttributeError, match="frozen"):
+        del config.epoch
+    assert config == load_config("epoch:3") != load_config("epoch:4")
+    assert hash(config) == hash(load_config("epoch:3"))
+    for twin in (copy.copy(config), pickle.loads(pickle.dumps(config))):
+        assert twin == config and twin.given == config.given and twin.raw == config.raw
     with pytest.raises(KeyError):
         config["given"]
