@@ -8,7 +8,6 @@ outputs. Hypothesis builds random small graphs to hunt for differences.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import struct
@@ -157,7 +156,7 @@ BUILDERS = {
 
 
 def _same_interface(a, b) -> bool:
-    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
+    da, db = a._asdict(), b._asdict()
     bias_a, bias_b = da.pop("logit_bias"), db.pop("logit_bias")
     if (bias_a is None) != (bias_b is None):
         return False
