@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
@@ -234,6 +235,30 @@ def _hash_weights(weights: list[Weight], offsets: list[int], sources: _Sources,
     return digest.hexdigest()
 
 
+#: Copies in the weights cache that no job has used for this many days are removed when a
+#: job writes a new copy (``$SPRINTIFACE_CACHE_MAX_AGE_DAYS`` overrides it).
+CACHE_MAX_AGE_DAYS = 7.0
+#: The name of a copy in the weights cache: the SHA-256 of its bytes.
+_CACHE_NAME = re.compile(r"[0-9a-f]{64}\.data")
+
+
+def cache_max_age_days() -> float:
+    """Days an unused copy stays in the weights cache: ``$SPRINTIFACE_CACHE_MAX_AGE_DAYS``,
+    else :data:`CACHE_MAX_AGE_DAYS`; ConfigError for a value that is not a number > 0."""
+    text = os.environ.get("SPRINTIFACE_CACHE_MAX_AGE_DAYS")
+    if text is None or not text.strip():
+        return CACHE_MAX_AGE_DAYS
+    try:
+        days = float(text)
+    except ValueError:
+        days = float("nan")
+    if not days > 0 or days == float("inf"):
+        from sprintiface.errors import ConfigError
+
+        raise ConfigError(f"SPRINTIFACE_CACHE_MAX_AGE_DAYS: expected a number of days > 0, got {text!r}")
+    return days
+
+
 def cached_weights(weights: list[Weight], path: str) -> str:
     """The node's content-addressed, read-only copy of the weights (see docs/cluster.md),
     made when missing; points the tensors there and returns its folder.
@@ -242,38 +267,74 @@ def cached_weights(weights: list[Weight], path: str) -> str:
     name (locked; a dead writer's is removed by the next), made mode 0444 and
     renamed: nothing ever writes a file of this name again, so every process
     that maps it maps the same bytes, whatever happens to the user's file.
+
+    Every use marks the copy used (its mtime), under the copy's lock; a process that
+    writes a new copy then removes the copies no job used for :func:`cache_max_age_days`
+    (under their locks, so never one a job has just found): the cache does not grow with
+    every model a node ever ran. A removed copy stays valid for the jobs that mapped it.
     """
     from sprintiface import _files
 
     cache = weights_cache_directory()
+    max_age = cache_max_age_days()
     offsets = _layout(weights)
     total = offsets[-1] + weights[-1].length if weights else 0
+    wrote = False
     with _Sources() as sources:
         digest = _hash_weights(weights, offsets, sources)
         final = os.path.join(cache, f"{digest}.data")
-        if not _is_complete(final, total):
-            with _files.exclusive_lock(os.path.join(cache, f".{digest}.lock")):
-                if not _is_complete(final, total):
-                    _files.remove_stale_temporaries(final)
-                    handle, temporary = _files.create_temporary(final)
-                    try:
-                        written = _hash_weights(weights, offsets, sources,
-                                                lambda position, chunk: os.pwrite(handle, chunk, position))
-                        os.ftruncate(handle, total)
-                        os.fsync(handle)
-                        os.fchmod(handle, 0o444)
-                        if written != digest:
-                            raise ModelError(f"ONNX model {path!r} changed while it was loaded; load it again")
-                        os.replace(temporary, final)
-                    except BaseException:
-                        with contextlib.suppress(OSError):
-                            os.unlink(temporary)
-                        raise
-                    finally:
-                        os.close(handle)
+        with _files.exclusive_lock(_cache_lock(final)):
+            if not _is_complete(final, total):
+                _files.remove_stale_temporaries(final)
+                handle, temporary = _files.create_temporary(final)
+                try:
+                    written = _hash_weights(weights, offsets, sources,
+                                            lambda position, chunk: os.pwrite(handle, chunk, position))
+                    os.ftruncate(handle, total)
+                    os.fsync(handle)
+                    os.fchmod(handle, 0o444)
+                    if written != digest:
+                        raise ModelError(f"ONNX model {path!r} changed while it was loaded; load it again")
+                    os.replace(temporary, final)
+                    wrote = True
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(temporary)
+                    raise
+                finally:
+                    os.close(handle)
+            with contextlib.suppress(OSError):  # a cache another user made for us: not ours to touch
+                os.utime(final)
+    if wrote:
+        remove_unused_copies(cache, max_age, keep=final)
     for weight, offset in zip(weights, offsets):
         weight.point_to(os.path.basename(final), offset)
     return cache
+
+
+def _cache_lock(copy: str) -> str:
+    return os.path.join(os.path.dirname(copy), f".{os.path.basename(copy)[:-len('.data')]}.lock")
+
+
+def remove_unused_copies(cache: str, max_age_days: float, keep: Optional[str] = None) -> list[str]:
+    """Remove the copies in ``cache`` (named by their hash) not used for ``max_age_days``,
+    except ``keep``; returns them. Each is checked again under its lock, which a job
+    holds while it finds and marks a copy."""
+    import time
+
+    from sprintiface import _files
+
+    removed: list[str] = []
+    candidates: list[str] = []
+    oldest = time.time() - max_age_days * 86400.0
+    with contextlib.suppress(OSError), os.scandir(cache) as entries:
+        candidates = [entry.path for entry in entries if _CACHE_NAME.fullmatch(entry.name) and entry.path != keep]
+    for candidate in candidates:
+        with contextlib.suppress(OSError), _files.exclusive_lock(_cache_lock(candidate)):
+            if os.stat(candidate).st_mtime < oldest:
+                os.unlink(candidate)
+                removed.append(candidate)
+    return removed
 
 
 def _is_complete(path: str, size: int) -> bool:
