@@ -1,11 +1,12 @@
 """Whole processes for benchmarks/ratios.py: a RASR job's scorer next to a bare
 onnxruntime process doing the same work, each measuring itself.
 
-    python benchmarks/processes.py {bare|ours} MODEL FRAMES [--hold FILE] [--config EXTRA]
+    python benchmarks/processes.py {bare|floor|ours} MODEL FRAMES [--hold FILE] [--config EXTRA]
 
 Each child imports what it needs, loads MODEL, scores FRAMES random 40-dim
-frames (bare: InferenceSession.run, then -log_softmax in numpy; ours: RASR's
-calls on sprintiface), then prints one JSON line: CPU seconds (user + system,
+frames (bare: InferenceSession.run, then -log_softmax in numpy; floor: the least
+any Python scorer on ONNX Runtime holds, see :func:`floor`; ours: RASR's calls on
+sprintiface), then prints one JSON line: CPU seconds (user + system,
 the whole process), peak RSS (VmHWM) and, after the work, Rss/Pss/Pss_Anon
 from /proc/self/smaps_rollup, in bytes; ours also the bytes of a plain model's private
 weight copy (``scratch_tmpfs`` on /dev/shm, else ``scratch_disk``) and what the load held
@@ -61,6 +62,40 @@ def bare(model, frames):
     return session  # alive while the process measures itself, as a job's session is
 
 
+def floor(model, frames):
+    """The least a Python process scoring with ONNX Runtime holds: the interpreter, numpy,
+    onnxruntime's module and one session on MODEL (a prepared model: its pre-packed weights
+    mapped from the shared weights file), whose output is written through an IOBinding
+    into one preallocated (FRAMES, C) array, -log taken in place, the load's freed heap
+    returned (malloc_trim). No logits copy, no Python beyond the run: what sprintiface's per-process memory is compared with."""
+    import numpy
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.enable_mem_pattern = False
+    session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    inputs, output = session.get_inputs(), session.get_outputs()[0]
+    dim = inputs[0].shape[-1]
+    x = numpy.random.default_rng(0).standard_normal((frames, dim)).astype(numpy.float32)
+    x = x[None] if len(inputs[0].shape) == 3 else x
+    classes = int(os.environ["SPRINTIFACE_BENCH_CLASSES"])
+    scores = numpy.empty((1, frames, classes) if len(output.shape) == 3 else (frames, classes), numpy.float32)
+    binding = session.io_binding()
+    binding.bind_cpu_input(inputs[0].name, x)
+    for extra in inputs[1:]:
+        binding.bind_cpu_input(extra.name, numpy.array([frames], dtype=numpy.int64 if "64" in extra.type
+                                                       else numpy.int32))
+    binding.bind_output(output.name, "cpu", 0, numpy.float32, list(scores.shape), scores.ctypes.data)
+    session.run_with_iobinding(binding)
+    numpy.negative(scores, out=scores)  # a -log_softmax head's output, in place: nothing more allocated
+    import ctypes
+
+    ctypes.CDLL(None).malloc_trim(0)  # the load's freed heap back to the system, as sprintiface does
+    return session, binding, scores
+
+
 def ours(model, frames, extra=""):
     import numpy
 
@@ -94,7 +129,7 @@ def main():
     which, model, frames = sys.argv[1], sys.argv[2], int(sys.argv[3])
     hold = sys.argv[sys.argv.index("--hold") + 1] if "--hold" in sys.argv else None
     extra = sys.argv[sys.argv.index("--config") + 1] if "--config" in sys.argv else ""
-    alive = bare(model, frames) if which == "bare" else ours(model, frames, extra)  # noqa: F841 - held so the model stays loaded while memory is read
+    alive = {"bare": bare, "floor": floor}[which](model, frames) if which != "ours" else ours(model, frames, extra)  # noqa: F841 - held so the model stays loaded while memory is read
     print(json.dumps(_status()), flush=True)
     if hold:  # all N loaded: report again, now that every sharer is there
         while not os.path.exists(hold):
