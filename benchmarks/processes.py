@@ -67,7 +67,8 @@ def floor(model, frames):
     onnxruntime's module and one session on MODEL (a prepared model: its pre-packed weights
     mapped from the shared weights file), whose output is written through an IOBinding
     into one preallocated (FRAMES, C) array, -log taken in place, the load's freed heap
-    returned (malloc_trim). No logits copy, no Python beyond the run: what sprintiface's per-process memory is compared with."""
+    returned (malloc_trim). No logits copy, no Python beyond the run: what sprintiface's
+    per-process memory is compared with."""
     import numpy
     import onnxruntime
 

@@ -186,3 +186,26 @@ def test_i6_models_conformer_keeps_its_attention_matmuls_float(tmp_path):
     assert report.chosen in ("dynamic-all", "dynamic-weights")
     x = features(30, FEATURES, 8)
     assert score_segment(rasr_scorer(f"onnx:{written},log_level:warning", FEATURES, 6), x).shape == (30, 6)
+
+
+@pytest.mark.parametrize("variant", ["dynamic-all", "static-weights"])
+def test_int8_weights_are_7_bit_so_no_cpu_saturates_them(tmp_path, write_model, variant):
+    """x86 CPUs without VNNI multiply with vpmaddubsw, whose 16-bit sums saturate on
+    full-range int8 weights (scores wrong by up to 1 in -log space on an AVX2 CPU): every
+    int8 file holds weights in [-64, 64], whatever CPU it was prepared on."""
+    import numpy.random
+
+    source = write_model(build_mlp(12, 30, (64, 64), seed=6))
+    feature_file = str(tmp_path / "features.npz")
+    rng = numpy.random.default_rng(1)
+    numpy.savez(feature_file, **{f"s{i}": rng.standard_normal((40, 12)).astype(numpy.float32) for i in range(4)})
+    written = str(tmp_path / "am.int8.onnx")
+    prepare_model(source, written, plain=True, quantize=True, quantize_variants=[variant], min_speedup=0,
+                  min_agreement=0, sample_features=feature_file)
+    model = onnx.load(written)
+    int8_weights = [onnx.numpy_helper.to_array(tensor) for tensor in model.graph.initializer
+                    if tensor.data_type == onnx.TensorProto.INT8 and tensor.dims and numpy.prod(tensor.dims) > 1]
+    assert int8_weights
+    for weights in int8_weights:
+        # two uint8 x int8 products per 16-bit lane: 2 * 255 * 64 = 32640 fits, 2 * 255 * 127 does not
+        assert int(numpy.abs(weights.astype(numpy.int32)).max()) <= 64
