@@ -185,16 +185,40 @@ def weight_nodes(model: ModelProto, op_types: Sequence[str] = WEIGHT_OP_TYPES) -
 _DEQUANTIZE = "DequantizeLinear"
 
 
-def int8_nodes(float_model: ModelProto, variant_model: ModelProto) -> list[str]:
-    """Names of ``float_model``'s nodes that are int8 in ``variant_model``: gone (dynamic
-    quantization replaces a node by ``<name>_quant`` int8 ops), or fed by a DequantizeLinear
-    (static QDQ, which ONNX Runtime fuses into an int8 kernel at load)."""
+def _is_int8_op(op_type: str) -> bool:
+    """Whether ``op_type`` computes in integers: MatMulInteger, ConvInteger,
+    DynamicQuantizeMatMul/LSTM, QAttention, QLinear*, QGemm ... (not the quantize and
+    dequantize steps themselves)."""
+    if op_type in ("DynamicQuantizeLinear", "QuantizeLinear"):
+        return False
+    return op_type.endswith("Integer") or op_type.startswith("DynamicQuantize") or \
+        (len(op_type) > 1 and op_type[0] == "Q" and op_type[1].isupper())
+
+
+def int8_nodes(float_model: ModelProto, variant_model: ModelProto, asked: Iterable[str]) -> list[str]:
+    """Which of the nodes ``asked`` (of ``float_model``) are int8 in ``variant_model``:
+    gone and replaced by an integer op named after them (dynamic quantization makes
+    ``<name>_quant``; a Gemm becomes ``<name>_MatMul_quant``), or kept with every data input
+    of the two first fed by a DequantizeLinear (static QDQ, which ONNX Runtime fuses into an
+    int8 kernel at load). A node the quantizer left float is not counted, nor a float node
+    that merely reads a quantized tensor (a residual Add)."""
     produced_by = {output: node.op_type for node in variant_model.graph.node for output in node.output}
-    kept_float = {node.name for node in variant_model.graph.node
-                  if not any(produced_by.get(name) == _DEQUANTIZE for name in node.input)}
-    ops = {node.name: node.op_type for node in variant_model.graph.node}
-    return [node.name for node in float_model.graph.node
-            if not (node.name in kept_float and ops.get(node.name) == node.op_type)]
+    variant_ops = {node.name: node for node in variant_model.graph.node}
+    integer_names = [node.name for node in variant_model.graph.node if _is_int8_op(node.op_type)]
+    constants = _constant_names(variant_model)
+    found = []
+    for node in float_model.graph.node:
+        if node.name not in asked:
+            continue
+        kept = variant_ops.get(node.name)
+        if kept is None or kept.op_type != node.op_type:
+            if any(name.startswith(node.name + "_") for name in integer_names):
+                found.append(node.name)
+            continue
+        data = [name for name in kept.input[:2] if name and name not in constants]
+        if data and all(produced_by.get(name) == _DEQUANTIZE for name in data):
+            found.append(node.name)
+    return found
 
 
 def _name_nodes(model: ModelProto) -> None:
@@ -214,7 +238,8 @@ VARIANT_NAMES = ("dynamic-all", "dynamic-weights", *(f"dynamic-{op}" for op in O
                  "static-all")
 
 
-def _variants(model: ModelProto, calibration: list[dict[str, numpy.ndarray]] | None) -> list[_Variant]:
+def _variants(model: ModelProto, calibration: list[dict[str, numpy.ndarray]] | None,
+              wanted: Sequence[str] | None = None) -> list[_Variant]:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry
 
@@ -227,9 +252,18 @@ def _variants(model: ModelProto, calibration: list[dict[str, numpy.ndarray]] | N
     # int8 with vpmaddubsw, whose 16-bit sums saturate on full-range weights: best-class
     # agreement fell from 98% to 87% on an attention block on an AVX2 CPU. A file prepared on
     # a VNNI machine meets such nodes in a cluster, so every int8 file is made safe for them.
+    gemms = {node.name for node in model.graph.node if node.op_type == "Gemm"}
+
     def dynamic(op_types: Iterable[str], nodes: Iterable[str]) -> Callable[[str, str], None]:
+        # ONNX Runtime has no integer Gemm: its dynamic quantizer first rewrites every Gemm
+        # into MatMul + Add named <gemm>_MatMul and <gemm>_Add and selects nodes after that,
+        # so a Gemm is asked for under its MatMul's name (attention's output projection).
+        chosen = list(nodes)
+        chosen += [f"{name}_MatMul" for name in chosen if name in gemms]
+        types = sorted(set(op_types) | ({"MatMul", "Gemm"} if gemms & set(chosen) else set()))
+
         def build(source: str, target: str) -> None:
-            quantize_dynamic(source, target, op_types_to_quantize=list(op_types), nodes_to_quantize=list(nodes),
+            quantize_dynamic(source, target, op_types_to_quantize=types, nodes_to_quantize=chosen,
                              per_channel=True, reduce_range=True, weight_type=QuantType.QInt8)
         return build
 
@@ -242,12 +276,18 @@ def _variants(model: ModelProto, calibration: list[dict[str, numpy.ndarray]] | N
 
     dynamic_types = sorted(present & set(IntegerOpsRegistry))
     weights = weight_nodes(model)
-    found = [_Variant("dynamic-all", "dynamic, every op type ONNX Runtime quantizes: " + ", ".join(dynamic_types),
-                      by_type(dynamic_types), dynamic(dynamic_types, by_type(dynamic_types))),
+    every = by_type(dynamic_types) + weight_nodes(model, ("Gemm",))
+    found = [_Variant("dynamic-all", "dynamic, every op type ONNX Runtime quantizes: "
+                      + ", ".join(sorted(set(dynamic_types) | ({"Gemm"} & present))), every,
+                      dynamic(dynamic_types, every)),
              _Variant("dynamic-weights", "dynamic, MatMul/Gemm with a constant weight only "
                       "(activation-by-activation MatMuls stay float)", weights, dynamic(WEIGHT_OP_TYPES, weights))]
     for op_type in OP_TYPES:
-        if op_type in present and op_type in IntegerOpsRegistry:
+        if op_type == "Gemm" and op_type in present:  # quantized as the MatMul it is rewritten into
+            nodes = weight_nodes(model, ("Gemm",))
+            found.append(_Variant("dynamic-Gemm", "dynamic, Gemm nodes with a constant weight only", nodes,
+                                  dynamic([], nodes)))
+        elif op_type in present and op_type in IntegerOpsRegistry:
             nodes = by_type([op_type])
             found.append(_Variant(f"dynamic-{op_type}", f"dynamic, {op_type} nodes only", nodes,
                                   dynamic([op_type], nodes)))
@@ -262,7 +302,11 @@ def _variants(model: ModelProto, calibration: list[dict[str, numpy.ndarray]] | N
                               static(static_types, by_type(static_types))))
     unique: list[_Variant] = []
     seen: list[tuple[str, frozenset[str]]] = []
-    for variant in found:  # the same nodes the same way: measured once, under the first name
+    # Those asked for first (``wanted``; all when None), then the same nodes the same way
+    # measured once, under the first name: a variant asked for by name is never dropped as
+    # the twin of one that was not asked for.
+    found = [variant for variant in found if wanted is None or variant.name in wanted]
+    for variant in found:
         key = (variant.name.split("-")[0], frozenset(variant.nodes))
         if variant.nodes and key not in seen:
             seen.append(key)
@@ -452,9 +496,7 @@ def quantize(onnx: ModuleType, model: ModelProto, metadata: dict[str, str], work
     results: list[VariantResult] = []
     built: list[tuple[str, str]] = []
     outcomes: dict[tuple[str, frozenset[str]], str] = {}
-    for variant in _variants(named, calibration):
-        if variants is not None and variant.name not in variants:
-            continue
+    for variant in _variants(named, calibration, variants):
         result = VariantResult(variant.name, variant.description, [])
         results.append(result)
         path = os.path.join(work, f"{variant.name}.onnx")
@@ -462,7 +504,7 @@ def quantize(onnx: ModuleType, model: ModelProto, metadata: dict[str, str], work
             with _quiet():
                 variant.build(float_path, path)
             quantized = onnx.load(path)
-            result.quantized_nodes = int8_nodes(named, quantized)
+            result.quantized_nodes = int8_nodes(named, quantized, set(variant.nodes))
             outcome = (variant.name.split("-")[0], frozenset(result.quantized_nodes))
             if not result.quantized_nodes:
                 result.error = "the quantizer left every node float"

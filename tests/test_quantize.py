@@ -209,3 +209,52 @@ def test_int8_weights_are_7_bit_so_no_cpu_saturates_them(tmp_path, write_model, 
     for weights in int8_weights:
         # two uint8 x int8 products per 16-bit lane: 2 * 255 * 64 = 32640 fits, 2 * 255 * 127 does not
         assert int(numpy.abs(weights.astype(numpy.int32)).max()) <= 64
+
+
+def _gemm_model():
+    """x (T, 12) -> Gemm (transB, bias: an exported nn.Linear) -> Relu -> MatMul -> Softmax; and a
+    float Add that reads the Gemm's output (a residual connection)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = numpy.random.default_rng(3)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(numpy.float32), name)
+               for name, shape in (("W", (12, 12)), ("b", (12,)), ("W2", (12, 30)))]
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W", "b"], ["h"], name="out_proj", transB=1),
+         helper.make_node("Add", ["h", "x"], ["r"], name="residual"),
+         helper.make_node("Relu", ["r"], ["a"], name="act"),
+         helper.make_node("MatMul", ["a", "W2"], ["y"], name="output_layer"),
+         helper.make_node("Softmax", ["y"], ["p"], name="softmax", axis=-1)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", 12])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["T", 30])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("variant", ["dynamic-weights", "dynamic-all", "dynamic-Gemm"])
+def test_a_gemm_weight_is_quantized_and_counted_only_when_it_is(tmp_path, write_model, variant):
+    """ONNX Runtime has no integer Gemm and rewrites a Gemm into MatMul + Add under new names
+    before it selects nodes: the Gemm (attention's output projection) is asked for under the
+    new name, and the report counts the nodes that really are int8."""
+    source = write_model(_gemm_model())
+    written = str(tmp_path / "am.int8.onnx")
+    prepared = prepare_model(source, written, plain=True, quantize=True, quantize_variants=[variant],
+                             min_speedup=0, min_agreement=0)
+    graph = onnx.load(written).graph
+    integer = [node.name for node in graph.node if node.op_type == "MatMulInteger"]
+    counted = prepared.quantization.variant(variant).quantized_nodes
+    assert "out_proj_MatMul_quant" in integer and "Gemm" not in {node.op_type for node in graph.node}
+    assert "out_proj" in counted and "residual" not in counted and "act" not in counted
+    assert len(counted) == len(integer)
+
+
+def test_static_int8_counts_the_quantized_nodes_not_their_float_readers(tmp_path, write_model):
+    source = write_model(_gemm_model())
+    feature_file = str(tmp_path / "features.npz")
+    rng = numpy.random.default_rng(2)
+    numpy.savez(feature_file, **{f"s{i}": rng.standard_normal((40, 12)).astype(numpy.float32) for i in range(4)})
+    prepared = prepare_model(source, str(tmp_path / "am.int8.onnx"), plain=True, quantize=True,
+                             quantize_variants=["static-weights"], min_speedup=0, min_agreement=0,
+                             sample_features=feature_file)
+    assert sorted(prepared.quantization.variant("static-weights").quantized_nodes) == ["out_proj", "output_layer"]
