@@ -42,10 +42,15 @@ def temp_folder() -> str:
     return os.getcwd()
 
 
-def _unique_names(directory: str, prefix: str, suffix: str) -> Iterator[str]:
-    """Fresh candidate paths ``<directory>/<prefix><12 random hex digits><suffix>``."""
+def _create_fresh(directory: str, prefix: str, suffix: str, create: Callable[[str], Any]) -> tuple[Any, str]:
+    """``(create(path), path)`` for the first fresh ``<directory>/<prefix><12 random hex
+    digits><suffix>`` that ``create`` makes without FileExistsError (O_EXCL, mkdir)."""
     for _ in range(100):
-        yield os.path.join(directory, f"{prefix}{os.urandom(6).hex()}{suffix}")
+        path = os.path.join(directory, f"{prefix}{os.urandom(6).hex()}{suffix}")
+        try:
+            return create(path), path
+        except FileExistsError:
+            continue
     raise FileExistsError(f"no free name {prefix}*{suffix} in {directory!r}")
 
 
@@ -79,12 +84,8 @@ def create_temporary(path: str) -> tuple[int, str]:
     """
     directory = os.path.dirname(os.path.abspath(path))
     prefix = f"{os.path.basename(path)}.{_HOST}.{os.getpid()}."
-    for temporary in _unique_names(directory, prefix, ".tmp"):
-        try:
-            handle = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            continue
-        break
+    handle, temporary = _create_fresh(
+        directory, prefix, ".tmp", lambda name: os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     try:
         os.fchmod(handle, 0o644)
         _lock(handle)
@@ -196,12 +197,7 @@ def scratch_directory(path: str) -> Iterator[str]:
     :func:`remove_stale_scratch` of the same ``path`` (its lock then is free)."""
     directory = os.path.dirname(os.path.abspath(path))
     prefix = f".{os.path.basename(path)}.{_HOST}.{os.getpid()}."
-    for scratch in _unique_names(directory, prefix, ".scratch"):
-        try:
-            os.mkdir(scratch, 0o700)
-        except FileExistsError:
-            continue
-        break
+    _, scratch = _create_fresh(directory, prefix, ".scratch", lambda name: os.mkdir(name, 0o700))
     try:
         handle = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY)
     except BaseException:

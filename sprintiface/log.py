@@ -83,13 +83,18 @@ class SprintifaceLogger:
         self._level = WARNING
         #: log_level still to apply to logging's logger once logging is imported.
         self._pending: Optional[int] = None
+        #: logging's logger, once logging is imported (it then stays: looked up once, not per
+        #: call, since the scorer asks isEnabledFor per buffer).
+        self._delegate: Optional[logging.Logger] = None
 
     def _logging_logger(self) -> Optional[logging.Logger]:
+        if self._delegate is not None:
+            return self._delegate
         if "logging" not in sys.modules:
             return None
         import logging
 
-        logger = logging.getLogger("sprintiface")
+        logger = self._delegate = logging.getLogger("sprintiface")
         if self._pending is not None:
             level, self._pending = self._pending, None
             _configure_logging_logger(logger, level)
@@ -162,4 +167,4 @@ def _configure_logging_logger(logger: logging.Logger, level: int) -> None:
 
 def configure_logging(config: Config) -> None:
     """Apply ``config.log_level``; add a stderr handler when the host (RASR) set none up."""
-    logger.configure({"debug": DEBUG, "info": INFO, "warning": WARNING, "error": ERROR}[config.log_level])
+    logger.configure({name.lower(): level for level, name in _LEVEL_NAMES.items()}[config.log_level])

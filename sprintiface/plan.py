@@ -100,14 +100,6 @@ PLAN_KEY = "sprintiface.plan"
 PLAN_VERSION = 2
 
 
-def _base64() -> Any:
-    # json and base64 are imported by the functions that read and write a plan: a plain
-    # model's job needs neither (a cold job's import is part of its cost).
-    import base64
-
-    return base64
-
-
 def _tensor_to_json(tensor: TensorInfo) -> dict[str, Any]:
     return {"name": tensor.name, "elem_type": tensor.elem_type,
             "shape": None if tensor.shape is None else list(tensor.shape)}
@@ -120,6 +112,11 @@ def _tensor_from_json(value: dict[str, Any]) -> TensorInfo:
 
 def interface_to_metadata(interface: ModelInterface) -> dict[str, str]:
     """The metadata_props entries that let a prepared model load without the onnx package."""
+    # json and base64 are imported here and in interface_from_metadata: a plain model's job
+    # needs neither (a cold job's import is part of its cost).
+    import base64
+    import json
+
     bias = interface.logit_bias
     plan = {
         "version": PLAN_VERSION,
@@ -130,16 +127,15 @@ def interface_to_metadata(interface: ModelInterface) -> dict[str, str]:
         "output": interface.output.name, "output_op": interface.output_op, "output_kind": interface.output_kind,
         "served_output": interface.served_output, "served_kind": interface.served_kind,
         # float32, little-endian, base64: bit-exact
-        "logit_bias": None if bias is None else _base64().b64encode(bias.astype("<f4").tobytes()).decode("ascii"),
+        "logit_bias": None if bias is None else base64.b64encode(bias.astype("<f4").tobytes()).decode("ascii"),
         "input_dim": interface.input_dim, "output_dim": interface.output_dim,
     }
-    import json
-
     return {PLAN_KEY: json.dumps(plan, separators=(",", ":"))}
 
 
 def interface_from_metadata(metadata: dict[str, str], path: str) -> ModelInterface:
     """The ModelInterface a prepared model records (see :func:`interface_to_metadata`)."""
+    import base64
     import json
 
     try:
@@ -162,7 +158,7 @@ def interface_from_metadata(metadata: dict[str, str], path: str) -> ModelInterfa
             length_input=by_name[plan["length_input"]] if plan["length_input"] else None,
             output=by_name[plan["output"]], output_op=plan["output_op"], output_kind=plan["output_kind"],
             served_output=plan["served_output"], served_kind=plan["served_kind"],
-            logit_bias=None if bias is None else numpy.frombuffer(_base64().b64decode(bias), dtype="<f4").astype(
+            logit_bias=None if bias is None else numpy.frombuffer(base64.b64decode(bias), dtype="<f4").astype(
                 numpy.float32),
             input_dim=plan["input_dim"], output_dim=plan["output_dim"])
     except ModelError:

@@ -248,11 +248,14 @@ def _variants(model: ModelProto, calibration: list[dict[str, numpy.ndarray]] | N
     def by_type(op_types: Iterable[str]) -> list[str]:
         return [node.name for node in model.graph.node if node.op_type in op_types]
 
-    # reduce_range: 7-bit weights. x86 CPUs without VNNI (AVX2, AVX512BW) multiply uint8 by
-    # int8 with vpmaddubsw, whose 16-bit sums saturate on full-range weights: best-class
-    # agreement fell from 98% to 87% on an attention block on an AVX2 CPU. A file prepared on
-    # a VNNI machine meets such nodes in a cluster, so every int8 file is made safe for them.
     gemms = {node.name for node in model.graph.node if node.op_type == "Gemm"}
+    gemm_weights = weight_nodes(model, ("Gemm",))
+
+    # reduce_range in both builds: 7-bit weights. x86 CPUs without VNNI (AVX2, AVX512BW)
+    # multiply uint8 by int8 with vpmaddubsw, whose 16-bit sums saturate on full-range
+    # weights: best-class agreement fell from 98% to 87% on an attention block on an AVX2
+    # CPU. A file prepared on a VNNI machine meets such nodes in a cluster, so every int8
+    # file is made safe for them.
 
     def dynamic(op_types: Iterable[str], nodes: Iterable[str]) -> Callable[[str, str], None]:
         # ONNX Runtime has no integer Gemm: its dynamic quantizer first rewrites every Gemm
@@ -276,7 +279,7 @@ def _variants(model: ModelProto, calibration: list[dict[str, numpy.ndarray]] | N
 
     dynamic_types = sorted(present & set(IntegerOpsRegistry))
     weights = weight_nodes(model)
-    every = by_type(dynamic_types) + weight_nodes(model, ("Gemm",))
+    every = by_type(dynamic_types) + gemm_weights
     found = [_Variant("dynamic-all", "dynamic, every op type ONNX Runtime quantizes: "
                       + ", ".join(sorted(set(dynamic_types) | ({"Gemm"} & present))), every,
                       dynamic(dynamic_types, every)),
@@ -284,9 +287,8 @@ def _variants(model: ModelProto, calibration: list[dict[str, numpy.ndarray]] | N
                       "(activation-by-activation MatMuls stay float)", weights, dynamic(WEIGHT_OP_TYPES, weights))]
     for op_type in OP_TYPES:
         if op_type == "Gemm" and op_type in present:  # quantized as the MatMul it is rewritten into
-            nodes = weight_nodes(model, ("Gemm",))
-            found.append(_Variant("dynamic-Gemm", "dynamic, Gemm nodes with a constant weight only", nodes,
-                                  dynamic([], nodes)))
+            found.append(_Variant("dynamic-Gemm", "dynamic, Gemm nodes with a constant weight only", gemm_weights,
+                                  dynamic([], gemm_weights)))
         elif op_type in present and op_type in IntegerOpsRegistry:
             nodes = by_type([op_type])
             found.append(_Variant(f"dynamic-{op_type}", f"dynamic, {op_type} nodes only", nodes,

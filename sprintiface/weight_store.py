@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
 from sprintiface import _files, onnx_proto
-from sprintiface.errors import ModelError
+from sprintiface.errors import ConfigError, ModelError
 
 #: Offsets of the weights in a file ONNX Runtime maps: multiples of a page.
 _PAGE = 4096
@@ -253,8 +253,6 @@ def cache_max_age_days() -> float:
     except ValueError:
         days = float("nan")
     if not days > 0 or days == float("inf"):
-        from sprintiface.errors import ConfigError
-
         raise ConfigError(f"SPRINTIFACE_CACHE_MAX_AGE_DAYS: expected a number of days > 0, got {text!r}")
     return days
 
@@ -273,8 +271,6 @@ def cached_weights(weights: list[Weight], path: str) -> str:
     (under their locks, so never one a job has just found): the cache does not grow with
     every model a node ever ran. A removed copy stays valid for the jobs that mapped it.
     """
-    from sprintiface import _files
-
     cache = weights_cache_directory()
     max_age = cache_max_age_days()
     offsets = _layout(weights)
@@ -321,8 +317,6 @@ def remove_unused_copies(cache: str, max_age_days: float, keep: Optional[str] = 
     except ``keep``; returns them. Each is checked again under its lock, which a job
     holds while it finds and marks a copy."""
     import time
-
-    from sprintiface import _files
 
     removed: list[str] = []
     candidates: list[str] = []
